@@ -1,0 +1,235 @@
+"""Layers and losses, with the course notes' API: ``forward``, ``get_parameters``, ``__call__``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tensor import Tensor, _constant, _node, _records, _softmax, linear
+
+__all__ = [
+    "Layer",
+    "Linear",
+    "Tanh",
+    "Sigmoid",
+    "Relu",
+    "Softmax",
+    "Sequential",
+    "MSELoss",
+    "BCELoss",
+    "CrossEntropyLoss",
+]
+
+
+class Layer:
+    """Base of every layer: holds its parameters; calling a layer is ``forward``."""
+
+    def __init__(self):
+        self.parameters = []
+
+    def get_parameters(self):
+        return self.parameters
+
+    def forward(self, *inputs):
+        raise NotImplementedError
+
+    def __call__(self, *inputs):
+        return self.forward(*inputs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Linear(Layer):
+    """``input.mm(weight) + bias`` with ``weight`` of shape [n_inputs, n_outputs].
+
+    Weights start as normal * sqrt(2 / n_inputs) (He initialization, as in the course notes),
+    drawn from numpy's global RNG unless ``rng`` (a ``numpy.random.Generator``) is given; the
+    bias starts at zero.
+    """
+
+    def __init__(self, n_inputs, n_outputs, rng=None, dtype=np.float64):
+        super().__init__()
+        n_inputs, n_outputs = int(n_inputs), int(n_outputs)
+        if n_inputs < 1 or n_outputs < 1:
+            raise ValueError(f"Linear({n_inputs}, {n_outputs}): sizes must be positive")
+        if rng is None:
+            w = np.random.randn(n_inputs, n_outputs)
+        else:
+            w = rng.standard_normal((n_inputs, n_outputs))
+        w *= np.sqrt(2.0 / n_inputs)
+        self.weight = Tensor(w.astype(dtype, copy=False), autograd=True)
+        self.bias = Tensor(np.zeros(n_outputs, dtype=dtype), autograd=True)
+        self.parameters.append(self.weight)
+        self.parameters.append(self.bias)
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.data.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.data.shape[1]
+
+    def forward(self, input):
+        return linear(input, self.weight, self.bias)
+
+    def __repr__(self) -> str:
+        return f"Linear({self.in_features}, {self.out_features})"
+
+
+class Tanh(Layer):
+    def forward(self, input):
+        return input.tanh()
+
+
+class Sigmoid(Layer):
+    def forward(self, input):
+        return input.sigmoid()
+
+
+class Relu(Layer):
+    def forward(self, input):
+        return input.relu()
+
+
+class Softmax(Layer):
+    """Softmax over the last axis (the features of each sample)."""
+
+    def forward(self, input):
+        return input.softmax(-1)
+
+
+class Sequential(Layer):
+    """Layers applied one after the other."""
+
+    def __init__(self, layers=None):
+        super().__init__()
+        self.layers = list(layers) if layers is not None else []
+
+    def add(self, layer):
+        self.layers.append(layer)
+
+    def forward(self, input):
+        for layer in self.layers:
+            input = layer.forward(input)
+        return input
+
+    def get_parameters(self):
+        params = []
+        for layer in self.layers:
+            params += layer.get_parameters()
+        return params
+
+    def __repr__(self) -> str:
+        return "Sequential([" + ", ".join(repr(layer) for layer in self.layers) + "])"
+
+
+# ---------------------------------------------------------------------- losses
+# Each loss is one graph node: its gradient w.r.t. the prediction has a closed form that is both
+# cheaper and numerically better than differentiating the composed elementwise ops.
+
+_REDUCTIONS = ("batch", "sum", "mean")
+
+
+def _reduce(values: np.ndarray, reduction: str):
+    """Reduce per-element losses; also return d(reduced)/d(values) as a scale and output shape."""
+    if reduction == "batch":
+        return values.sum(axis=0), None
+    if reduction == "sum":
+        return np.asarray(values.sum()), None
+    return np.asarray(values.mean()), 1.0 / values.size
+
+
+def _target_array(target, like: np.ndarray) -> np.ndarray:
+    data = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if data.shape != like.shape:
+        raise ValueError(f"target shape {list(data.shape)} does not match prediction shape {list(like.shape)}")
+    return data
+
+
+class _Loss(Layer):
+    def __init__(self, reduction):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}; got {reduction!r}")
+        self.reduction = reduction
+
+    def _finish(self, pred, target, values, grad_values, name):
+        """Wrap reduced ``values`` in a node whose backward scales ``grad_values`` (d values / d pred)."""
+        out, scale = _reduce(values, self.reduction)
+        if not _records(pred):
+            return _constant(out)
+        reduction = self.reduction
+
+        def backward(g):
+            if reduction == "batch":
+                gp = grad_values * g  # g has the per-output shape and broadcasts over the batch
+            else:
+                gp = grad_values * (g if scale is None else g * scale)
+            return (gp,)
+
+        return _node(out, name, (pred,), backward)
+
+
+class MSELoss(_Loss):
+    """Squared error. ``reduction="batch"`` (the course notes' loss) sums over the batch axis and
+    keeps one value per output; ``"sum"`` sums everything; ``"mean"`` averages everything."""
+
+    def __init__(self, reduction="batch"):
+        super().__init__(reduction)
+
+    def forward(self, pred, target):
+        p = pred.data
+        diff = p - _target_array(target, p)
+        return self._finish(pred, target, diff * diff, 2 * diff, "mse")
+
+
+class BCELoss(_Loss):
+    """Binary cross-entropy on probabilities (e.g. after ``Sigmoid``); averaged by default."""
+
+    eps = 1e-12
+
+    def __init__(self, reduction="mean"):
+        super().__init__(reduction)
+
+    def forward(self, pred, target):
+        p = np.clip(pred.data, self.eps, 1 - self.eps)
+        t = _target_array(target, p)
+        values = -(t * np.log(p) + (1 - t) * np.log1p(-p))
+        return self._finish(pred, target, values, (p - t) / (p * (1 - p)), "bce")
+
+
+class CrossEntropyLoss(Layer):
+    """Cross-entropy on logits (apply no Softmax before it), averaged over the batch.
+
+    ``target`` is either class indices (shape [batch], integers) or one-hot / probability rows of
+    the logits' shape.
+    """
+
+    def forward(self, logits, target):
+        z = logits.data
+        t = target.data if isinstance(target, Tensor) else np.asarray(target)
+        if z.ndim != 2:
+            raise ValueError(f"CrossEntropyLoss expects logits of shape [batch, classes], got {list(z.shape)}")
+        n = z.shape[0]
+        probs = _softmax(z, -1)
+        log_probs = np.log(np.maximum(probs, np.finfo(z.dtype).tiny))
+        if t.ndim == 1:
+            if t.shape[0] != n:
+                raise ValueError(f"target has {t.shape[0]} labels for a batch of {n}")
+            labels = t.astype(np.intp, copy=False)
+            if labels.size and (labels.min() < 0 or labels.max() >= z.shape[1]):
+                raise ValueError(f"target labels must lie in [0, {z.shape[1] - 1}]")
+            rows = np.arange(n)
+            out = np.asarray(-log_probs[rows, labels].sum() / n)
+            grad = probs.copy()
+            grad[rows, labels] -= 1
+        else:
+            onehot = _target_array(t, z)
+            out = np.asarray(-(onehot * log_probs).sum() / n)
+            grad = probs * onehot.sum(axis=1, keepdims=True) - onehot
+        out = out.astype(z.dtype, copy=False)
+        if not _records(logits):
+            return _constant(out)
+        grad /= n
+        return _node(out, "cross_entropy", (logits,), lambda g: (grad * g,))

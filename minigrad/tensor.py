@@ -1,0 +1,546 @@
+"""The autograd Tensor.
+
+A Tensor wraps a numpy array. When it has ``autograd=True`` (and gradient recording is on), every
+operation on it returns a Tensor that remembers its parents and a backward function mapping the
+output's gradient to the parents' gradients. ``backward`` visits that graph in reverse creation
+order (ids grow monotonically, so a child always has a larger id than its parents): no recursion,
+each node's backward function runs exactly once, and gradients from several children are summed
+before they flow further.
+
+Invariants the engine relies on:
+- gradient arrays are never modified in place (several tensors may share one), so accumulation
+  always allocates; optimizers only read ``.grad``.
+- backward closures capture arrays, never the output Tensor, so a graph holds no reference
+  cycle and is freed by reference counting as soon as the loss goes out of scope.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+
+__all__ = ["Tensor", "no_grad", "is_grad_enabled"]
+
+_next_id = itertools.count(1).__next__
+
+
+class _GradMode(threading.local):
+    enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+class no_grad:
+    """Context manager (or decorator) inside which no operation is recorded for backward."""
+
+    def __enter__(self):
+        self._previous = _grad_mode.enabled
+        _grad_mode.enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        _grad_mode.enabled = self._previous
+        return False
+
+    def __call__(self, function):
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return function(*args, **kwargs)
+
+        wrapper.__name__ = getattr(function, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(function, "__doc__", None)
+        return wrapper
+
+
+def is_grad_enabled() -> bool:
+    return _grad_mode.enabled
+
+
+def _as_float_array(data) -> np.ndarray:
+    """Copy ``data`` into a float ndarray: integers and booleans become float64, floats keep their width."""
+    if isinstance(data, Tensor):
+        data = data.data
+    array = np.array(data)
+    kind = array.dtype.kind
+    if kind == "f":
+        return array
+    if kind in "biu":
+        return array.astype(np.float64)
+    raise TypeError(f"Tensor data must be numeric, got an array of dtype {array.dtype}")
+
+
+def _unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum ``grad`` over the axes numpy broadcasting added or stretched, back to ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _operand(value):
+    """The array behind a Tensor, or a Python/numpy scalar or array used as a constant."""
+    if isinstance(value, Tensor):
+        return value.data
+    if isinstance(value, (int, float)):
+        return value
+    return _as_float_array(value)
+
+
+_new = object.__new__
+
+
+def _constant(data: np.ndarray) -> Tensor:
+    t = _new(Tensor)
+    t.data = data
+    t.autograd = False
+    t.grad = None
+    t.id = _next_id()
+    t._parents = ()
+    t._backward = None
+    t.creation_op = None
+    return t
+
+
+def _node(data: np.ndarray, op: str, parents: tuple, backward) -> Tensor:
+    t = _new(Tensor)
+    t.data = data
+    t.autograd = True
+    t.grad = None
+    t.id = _next_id()
+    t._parents = parents
+    t._backward = backward
+    t.creation_op = op
+    return t
+
+
+def _records(*tensors) -> bool:
+    """Whether an operation on these operands must be recorded for backward."""
+    if not _grad_mode.enabled:
+        return False
+    for t in tensors:
+        if isinstance(t, Tensor) and t.autograd:
+            return True
+    return False
+
+
+class Tensor:
+    """An n-dimensional array with reverse-mode automatic differentiation."""
+
+    __slots__ = ("data", "autograd", "grad", "id", "_parents", "_backward", "creation_op", "__weakref__")
+    # numpy defers to our reflected operators (ndarray * Tensor -> Tensor.__rmul__).
+    __array_ufunc__ = None
+
+    def __init__(self, data, autograd=False, dtype=None):
+        array = _as_float_array(data)
+        if dtype is not None:
+            array = array.astype(dtype, copy=False)
+        self.data = array
+        self.autograd = bool(autograd)
+        self.grad = None
+        self.id = _next_id()
+        self._parents = ()
+        self._backward = None
+        self.creation_op = None
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def creators(self):
+        """The tensors this one was computed from (None for a leaf), as in the course notes."""
+        return list(self._parents) if self._parents else None
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def detach(self) -> Tensor:
+        return _constant(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="Tensor(")
+        extras = "" if self.data.dtype == np.float64 else f", dtype={self.data.dtype}"
+        if self.autograd:
+            extras += ", autograd=True"
+        return f"Tensor({body}{extras})"
+
+    def __str__(self) -> str:
+        return str(self.data)
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) * grad into ``.grad`` of every leaf with ``autograd=True``.
+
+        ``grad`` defaults to ones (the gradient of ``self.sum()``). Only leaves keep ``.grad``;
+        intermediate gradients live for the duration of this call.
+        """
+        if not self.autograd:
+            raise RuntimeError("backward() called on a tensor with autograd=False: nothing to differentiate")
+        if grad is None:
+            seed = np.ones_like(self.data)
+        else:
+            seed = grad.data if isinstance(grad, Tensor) else np.asarray(grad, dtype=self.data.dtype)
+            if seed.shape != self.data.shape:
+                raise ValueError(f"backward(grad): expected shape {self.data.shape}, got {seed.shape}")
+
+        # Collect every recorded node reachable from self (iteratively), then process children
+        # before parents: a parent is always created before its children, so descending ids work.
+        nodes = [self]
+        seen = {self.id}
+        stack = [self]
+        while stack:
+            for parent in stack.pop()._parents:
+                if parent.autograd and parent.id not in seen:
+                    seen.add(parent.id)
+                    nodes.append(parent)
+                    stack.append(parent)
+        if len(nodes) > 1:
+            nodes.sort(key=_by_id, reverse=True)
+
+        grads = {self.id: seed}
+        for node in nodes:
+            g = grads.pop(node.id, None)
+            if g is None:
+                continue
+            if node._backward is None:
+                if node.grad is not None:
+                    g = node.grad.data + g
+                elif not g.flags.writeable:  # a broadcast view: give the leaf an array of its own
+                    g = g.copy()
+                node.grad = _constant(g)
+                continue
+            for parent, pg in zip(node._parents, node._backward(g)):
+                if pg is None or not parent.autograd:
+                    continue
+                pid = parent.id
+                held = grads.get(pid)
+                grads[pid] = pg if held is None else held + pg
+
+    # ------------------------------------------------------------------ elementwise arithmetic
+    def __neg__(self):
+        out = -self.data
+        if _records(self):
+            return _node(out, "neg", (self,), _neg_backward)
+        return _constant(out)
+
+    def __add__(self, other):
+        b = _operand(other)
+        out = self.data + b
+        if _records(self, other):
+            a_shape, b_shape = self.data.shape, np.shape(b)
+
+            def backward(g):
+                return _unbroadcast(g, a_shape), _unbroadcast(g, b_shape)
+
+            return _node(out, "add", _pair(self, other), backward)
+        return _constant(out)
+
+    def __radd__(self, other):
+        return self.__add__(other)
+
+    def __sub__(self, other):
+        b = _operand(other)
+        out = self.data - b
+        if _records(self, other):
+            a_shape, b_shape = self.data.shape, np.shape(b)
+
+            def backward(g):
+                return _unbroadcast(g, a_shape), _unbroadcast(-g, b_shape)
+
+            return _node(out, "sub", _pair(self, other), backward)
+        return _constant(out)
+
+    def __rsub__(self, other):
+        return (-self).__add__(other)
+
+    def __mul__(self, other):
+        a = self.data
+        b = _operand(other)
+        out = a * b
+        if _records(self, other):
+            needs_a, needs_b = self.autograd, isinstance(other, Tensor) and other.autograd
+
+            def backward(g):
+                return (
+                    _unbroadcast(g * b, a.shape) if needs_a else None,
+                    _unbroadcast(g * a, np.shape(b)) if needs_b else None,
+                )
+
+            return _node(out, "mul", _pair(self, other), backward)
+        return _constant(out)
+
+    def __rmul__(self, other):
+        return self.__mul__(other)
+
+    def __truediv__(self, other):
+        a = self.data
+        b = _operand(other)
+        out = a / b
+        if _records(self, other):
+            needs_a, needs_b = self.autograd, isinstance(other, Tensor) and other.autograd
+
+            def backward(g):
+                return (
+                    _unbroadcast(g / b, a.shape) if needs_a else None,
+                    _unbroadcast(-g * out / b, np.shape(b)) if needs_b else None,
+                )
+
+            return _node(out, "div", _pair(self, other), backward)
+        return _constant(out)
+
+    def __rtruediv__(self, other):
+        return _lift(other, self.data.dtype).__truediv__(self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor) or not np.isscalar(exponent):
+            raise TypeError("Tensor ** x: the exponent must be a Python or numpy scalar")
+        a = self.data
+        out = a**exponent
+        if _records(self):
+
+            def backward(g):
+                return (g * (exponent * a ** (exponent - 1)),)
+
+            return _node(out, "pow", (self,), backward)
+        return _constant(out)
+
+    # ------------------------------------------------------------------ elementwise functions
+    def exp(self):
+        out = np.exp(self.data)
+        if _records(self):
+            return _node(out, "exp", (self,), lambda g: (g * out,))
+        return _constant(out)
+
+    def log(self):
+        a = self.data
+        out = np.log(a)
+        if _records(self):
+            return _node(out, "log", (self,), lambda g: (g / a,))
+        return _constant(out)
+
+    def sigmoid(self):
+        # 0.5 * (1 + tanh(x / 2)) is the logistic function without exp overflow for large |x|.
+        out = np.tanh(self.data * 0.5)
+        out += 1
+        out *= 0.5
+        if _records(self):
+            return _node(out, "sigmoid", (self,), lambda g: (g * (out * (1 - out)),))
+        return _constant(out)
+
+    def tanh(self):
+        out = np.tanh(self.data)
+        if _records(self):
+            return _node(out, "tanh", (self,), lambda g: (g * (1 - out * out),))
+        return _constant(out)
+
+    def relu(self):
+        out = np.maximum(self.data, 0)
+        if _records(self):
+            return _node(out, "relu", (self,), lambda g: (g * (out > 0),))
+        return _constant(out)
+
+    def softmax(self, dim=-1):
+        out = _softmax(self.data, dim)
+        if _records(self):
+
+            def backward(g):
+                return (out * (g - (g * out).sum(axis=dim, keepdims=True)),)
+
+            return _node(out, "softmax", (self,), backward)
+        return _constant(out)
+
+    def log_softmax(self, dim=-1):
+        shifted = self.data - self.data.max(axis=dim, keepdims=True)
+        out = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
+        if _records(self):
+
+            def backward(g):
+                return (g - np.exp(out) * g.sum(axis=dim, keepdims=True),)
+
+            return _node(out, "log_softmax", (self,), backward)
+        return _constant(out)
+
+    # ------------------------------------------------------------------ reductions and shapes
+    def sum(self, dim=None):
+        a_shape = self.data.shape
+        out = np.asarray(self.data.sum(axis=dim))
+        if _records(self):
+
+            def backward(g):
+                if dim is not None:
+                    g = np.expand_dims(g, dim)
+                return (np.broadcast_to(g, a_shape),)
+
+            return _node(out, "sum" if dim is None else f"sum_{dim}", (self,), backward)
+        return _constant(out)
+
+    def mean(self, dim=None):
+        count = self.data.size if dim is None else self.data.shape[dim]
+        return self.sum(dim) * (1.0 / count)
+
+    def expand(self, dim, copies):
+        """Repeat the tensor ``copies`` times along a new axis inserted at ``dim``."""
+        out = np.repeat(np.expand_dims(self.data, dim), copies, axis=dim)
+        if _records(self):
+            return _node(out, f"expand_{dim}", (self,), lambda g: (g.sum(axis=dim),))
+        return _constant(out)
+
+    def transpose(self, *axes):
+        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        out = self.data.transpose(*axes)
+        if _records(self):
+            inverse = tuple(np.argsort(axes)) if axes else ()
+
+            def backward(g):
+                return (g.transpose(*inverse),)
+
+            return _node(out, "transpose", (self,), backward)
+        return _constant(out)
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        a_shape = self.data.shape
+        out = self.data.reshape(shape)
+        if _records(self):
+            return _node(out, "reshape", (self,), lambda g: (g.reshape(a_shape),))
+        return _constant(out)
+
+    def __getitem__(self, index):
+        if isinstance(index, Tensor):
+            index = index.data.astype(np.intp)
+        a_shape, dtype = self.data.shape, self.data.dtype
+        out = self.data[index]
+        if _records(self):
+
+            def backward(g):
+                full = np.zeros(a_shape, dtype=dtype)
+                np.add.at(full, index, g)
+                return (full,)
+
+            return _node(out, "index", (self,), backward)
+        return _constant(out)
+
+    # ------------------------------------------------------------------ matrix products
+    def mm(self, x):
+        """Matrix product, as ``numpy.matmul``; only the operands that need a gradient get one."""
+        a = self.data
+        other = x if isinstance(x, Tensor) else _lift(x, a.dtype)
+        b = other.data
+        out = a @ b
+        if _records(self, other):
+            needs_a, needs_b = self.autograd, other.autograd
+
+            def backward(g):
+                return _matmul_backward(a, b, g, needs_a, needs_b)
+
+            return _node(out, "mm", (self, other), backward)
+        return _constant(out)
+
+    __matmul__ = mm
+
+    def __rmatmul__(self, other):
+        return _lift(other, self.data.dtype).mm(self)
+
+
+def _by_id(t: Tensor) -> int:
+    return t.id
+
+
+def _neg_backward(g):
+    return (-g,)
+
+
+def _lift(value, dtype) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    return _constant(np.asarray(value, dtype=dtype))
+
+
+def _pair(a: Tensor, b) -> tuple:
+    """Parents of a binary op: a non-Tensor operand is a constant and gets no gradient."""
+    return (a, b) if isinstance(b, Tensor) else (a,)
+
+
+def _softmax(x: np.ndarray, dim) -> np.ndarray:
+    e = np.exp(x - x.max(axis=dim, keepdims=True))
+    e /= e.sum(axis=dim, keepdims=True)
+    return e
+
+
+def _matmul_backward(a, b, g, needs_a, needs_b):
+    ga = gb = None
+    if a.ndim == 2 and b.ndim == 2:
+        if needs_a:
+            ga = g @ b.T
+        if needs_b:
+            gb = a.T @ g
+        return ga, gb
+    # Vectors and stacks: lift 1-d operands to matrices, then reduce broadcast batch axes.
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = g
+    if a.ndim == 1:
+        g2 = np.expand_dims(g2, -2)
+    if b.ndim == 1:
+        g2 = np.expand_dims(g2, -1)
+    if needs_a:
+        ga = _unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+    if needs_b:
+        gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+    return ga, gb
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weight + bias`` as one graph node: one allocation forward, no input gradient unless needed."""
+    a = x.data
+    w = weight.data
+    out = a @ w
+    if bias is not None:
+        out += bias.data
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    if not _records(*parents):
+        return _constant(out)
+    needs_x = x.autograd
+
+    def backward(g):
+        if a.ndim == 2:
+            gw = a.T @ g
+            gb = g.sum(axis=0)
+        elif a.ndim == 1:
+            gw = np.outer(a, g)
+            gb = g
+        else:
+            flat_g = g.reshape(-1, g.shape[-1])
+            gw = a.reshape(-1, a.shape[-1]).T @ flat_g
+            gb = flat_g.sum(axis=0)
+        gx = g @ w.T if needs_x else None
+        return (gx, gw) if bias is None else (gx, gw, gb)
+
+    return _node(out, "linear", parents, backward)

@@ -1,0 +1,141 @@
+"""The training loop: mini-batch SGD over numpy data, with per-epoch history and a stop hook."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .nn import BCELoss, CrossEntropyLoss
+from .tensor import Tensor, _constant, no_grad
+
+__all__ = ["fit", "evaluate", "TrainingDiverged"]
+
+
+class TrainingDiverged(ArithmeticError):
+    """The loss became NaN or infinite; the model's weights are no longer meaningful."""
+
+
+def _model_dtype(model):
+    params = model.get_parameters()
+    return params[0].data.dtype if params else np.dtype(np.float64)
+
+
+def _as_array(values, name, dtype=None) -> np.ndarray:
+    data = values.data if isinstance(values, Tensor) else values
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected a rectangular array of numbers ({exc})") from None
+    if array.ndim == 0 or len(array) == 0:
+        raise ValueError(f"{name}: expected at least one sample")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected numbers, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{name}: contains NaN or infinity")
+    return array
+
+
+def _targets_array(values, name, loss, dtype) -> np.ndarray:
+    array = _as_array(values, name)
+    if isinstance(loss, CrossEntropyLoss) and array.ndim == 1:
+        if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+            raise ValueError(f"{name}: class labels must be whole numbers")
+        return array.astype(np.intp)
+    return array.astype(dtype, copy=False)
+
+
+def _accuracy(loss, pred: np.ndarray, target: np.ndarray):
+    if isinstance(loss, CrossEntropyLoss):
+        labels = target if target.ndim == 1 else target.argmax(axis=1)
+        return float((pred.argmax(axis=1) == labels).mean())
+    if isinstance(loss, BCELoss):
+        return float(((pred > 0.5) == (target > 0.5)).mean())
+    return None
+
+
+def evaluate(model, inputs, targets, loss):
+    """Loss (summed to a scalar) and, for classification losses, accuracy, without recording a graph."""
+    with no_grad():
+        pred = model(_constant(inputs))
+        value = float(loss(pred, _constant(targets)).data.sum())
+    return value, _accuracy(loss, pred.data, targets)
+
+
+def fit(
+    model,
+    inputs,
+    targets,
+    loss,
+    optimizer,
+    epochs,
+    batch_size=None,
+    shuffle=True,
+    seed=None,
+    validation=None,
+    callback=None,
+):
+    """Train ``model`` in place and return its history, one dict per epoch.
+
+    Each record has ``epoch`` (1-based), ``loss`` (mean over the epoch's batches of the batch loss
+    summed to a scalar), ``seconds``, and with ``validation=(inputs, targets)`` also ``val_loss``
+    and, for ``BCELoss``/``CrossEntropyLoss``, ``val_accuracy``. ``callback(record)`` runs after
+    each epoch; returning ``False`` stops training. Shuffling uses ``numpy.random.default_rng(seed)``,
+    so the same seed, data and initial weights give bit-identical weights.
+
+    Raises ``TrainingDiverged`` as soon as a batch loss is NaN or infinite.
+    """
+    dtype = _model_dtype(model)
+    x = _as_array(inputs, "inputs").astype(dtype, copy=False)
+    y = _targets_array(targets, "targets", loss, dtype)
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"inputs has {n} samples but targets has {len(y)}")
+    epochs = int(epochs)
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    batch = n if batch_size is None else int(batch_size)
+    if batch < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if validation is not None:
+        val_x = _as_array(validation[0], "validation inputs").astype(dtype, copy=False)
+        val_y = _targets_array(validation[1], "validation targets", loss, dtype)
+        if len(val_x) != len(val_y):
+            raise ValueError(f"validation inputs has {len(val_x)} samples but targets has {len(val_y)}")
+
+    rng = np.random.default_rng(seed)
+    history = []
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        order = rng.permutation(n) if shuffle else None
+        total = 0.0
+        batches = 0
+        for start in range(0, n, batch):
+            if order is None:
+                xb, yb = x[start : start + batch], y[start : start + batch]
+            else:
+                index = order[start : start + batch]
+                xb, yb = x[index], y[index]
+            value = loss(model(_constant(xb)), _constant(yb))
+            batch_loss = float(value.data.sum())
+            if not math.isfinite(batch_loss):
+                raise TrainingDiverged(
+                    f"epoch {epoch}, batch {batches + 1}: loss became {batch_loss}; "
+                    "try a smaller learning rate (alpha) or normalized inputs"
+                )
+            value.backward()
+            optimizer.step()
+            total += batch_loss
+            batches += 1
+        record = {"epoch": epoch, "loss": total / batches}
+        if validation is not None:
+            val_loss, val_accuracy = evaluate(model, val_x, val_y, loss)
+            record["val_loss"] = val_loss
+            if val_accuracy is not None:
+                record["val_accuracy"] = val_accuracy
+        record["seconds"] = time.perf_counter() - started
+        history.append(record)
+        if callback is not None and callback(record) is False:
+            break
+    return history
