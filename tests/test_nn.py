@@ -1,0 +1,228 @@
+"""Layers, losses and optimizers."""
+
+import numpy as np
+import pytest
+from gradcheck import assert_gradients_match
+
+from minigrad import (
+    SGD,
+    Adam,
+    BCELoss,
+    CrossEntropyLoss,
+    Linear,
+    MSELoss,
+    Relu,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    Tensor,
+)
+
+rng = np.random.default_rng(7)
+
+
+def test_linear_initialisation_follows_the_notes():
+    np.random.seed(3)
+    layer = Linear(4, 5)
+    np.random.seed(3)
+    expected = np.random.randn(4, 5) * np.sqrt(2.0 / 4)
+    np.testing.assert_array_equal(layer.weight.data, expected)
+    np.testing.assert_array_equal(layer.bias.data, np.zeros(5))
+    assert layer.get_parameters() == [layer.weight, layer.bias]
+
+
+def test_linear_with_generator_is_reproducible_and_leaves_global_rng_alone():
+    state = np.random.get_state()[1].copy()
+    a = Linear(3, 2, rng=np.random.default_rng(0))
+    b = Linear(3, 2, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(a.weight.data, b.weight.data)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+
+
+def test_linear_float32():
+    layer = Linear(3, 2, dtype=np.float32)
+    out = layer(Tensor(np.ones((4, 3), dtype=np.float32)))
+    assert out.dtype == np.float32 and out.shape == (4, 2)
+
+
+def test_linear_rejects_empty_sizes():
+    with pytest.raises(ValueError, match="sizes must be positive"):
+        Linear(0, 3)
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3,), (2, 4, 3)])
+def test_linear_gradients(shape):
+    layer = Linear(3, 2, rng=np.random.default_rng(1))
+    w, b = layer.weight.data, layer.bias.data
+
+    def f(x, weight, bias):
+        layer.weight, layer.bias = weight, bias
+        return layer(x).tanh()
+
+    assert_gradients_match(f, [rng.normal(size=shape), w, b])
+
+
+def test_linear_skips_the_input_gradient():
+    layer = Linear(3, 2)
+    x = Tensor(np.ones((4, 3)))
+    layer(x).sum().backward()
+    assert x.grad is None and layer.weight.grad is not None
+
+
+def test_sequential_forward_call_parameters_and_add():
+    model = Sequential([Linear(2, 3), Tanh()])
+    model.add(Linear(3, 1))
+    model.add(Sigmoid())
+    params = model.get_parameters()
+    assert [p.shape for p in params] == [(2, 3), (3,), (3, 1), (1,)]
+    x = Tensor(rng.normal(size=(5, 2)))
+    np.testing.assert_array_equal(model(x).data, model.forward(x).data)
+    assert repr(model) == "Sequential([Linear(2, 3), Tanh(), Linear(3, 1), Sigmoid()])"
+
+
+def test_sequential_default_layers_are_not_shared():
+    a, b = Sequential(), Sequential()
+    a.add(Tanh())
+    assert b.layers == []
+
+
+@pytest.mark.parametrize(
+    "layer,expected",
+    [(Tanh(), np.tanh), (Relu(), lambda v: np.maximum(v, 0)), (Sigmoid(), lambda v: 1 / (1 + np.exp(-v)))],
+)
+def test_activation_layers(layer, expected):
+    x = rng.normal(size=(3, 4))
+    np.testing.assert_allclose(layer(Tensor(x)).data, expected(x), rtol=1e-14)
+
+
+def test_softmax_layer_rows_sum_to_one():
+    out = Softmax()(Tensor(rng.normal(size=(3, 4)))).data
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+
+
+# ---------------------------------------------------------------------- losses
+PRED = rng.normal(size=(5, 3))
+TARGET = rng.normal(size=(5, 3))
+PROBS = rng.uniform(0.05, 0.95, size=(5, 3))
+BITS = rng.integers(0, 2, size=(5, 3)).astype(float)
+LABELS = np.array([0, 2, 1, 1, 0])
+
+
+@pytest.mark.parametrize(
+    "loss,pred,target,expected",
+    [
+        (MSELoss(), PRED, TARGET, ((PRED - TARGET) ** 2).sum(0)),
+        (MSELoss("sum"), PRED, TARGET, ((PRED - TARGET) ** 2).sum()),
+        (MSELoss("mean"), PRED, TARGET, ((PRED - TARGET) ** 2).mean()),
+        (BCELoss(), PROBS, BITS, -(BITS * np.log(PROBS) + (1 - BITS) * np.log(1 - PROBS)).mean()),
+        (BCELoss("sum"), PROBS, BITS, -(BITS * np.log(PROBS) + (1 - BITS) * np.log(1 - PROBS)).sum()),
+    ],
+)
+def test_loss_values_and_gradients(loss, pred, target, expected):
+    np.testing.assert_allclose(loss(Tensor(pred), Tensor(target)).data, expected, rtol=1e-12)
+    assert_gradients_match(lambda p: loss(p, Tensor(target)), [pred])
+
+
+def log_softmax(z):
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def test_cross_entropy_with_labels_and_one_hot_agree():
+    expected = -log_softmax(PRED)[np.arange(5), LABELS].mean()
+    onehot = np.eye(3)[LABELS]
+    loss = CrossEntropyLoss()
+    np.testing.assert_allclose(loss(Tensor(PRED), LABELS).data, expected, rtol=1e-12)
+    np.testing.assert_allclose(loss(Tensor(PRED), Tensor(onehot)).data, expected, rtol=1e-12)
+    assert_gradients_match(lambda z: loss(z, LABELS), [PRED])
+    assert_gradients_match(lambda z: loss(z, Tensor(onehot)), [PRED])
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: MSELoss()(Tensor(np.ones((2, 3))), Tensor(np.ones((3, 2)))), r"target shape \[3, 2\]"),
+        (lambda: CrossEntropyLoss()(Tensor(np.ones((2, 3))), np.array([0, 3])), r"labels must lie in \[0, 2\]"),
+        (lambda: CrossEntropyLoss()(Tensor(np.ones(3)), np.array([0])), "logits of shape"),
+        (lambda: MSELoss("avg"), "reduction must be one of"),
+    ],
+)
+def test_loss_errors_say_what_is_wrong(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ---------------------------------------------------------------------- optimizers
+def quadratic_step(optimizer_factory, steps):
+    w = Tensor(np.array([3.0, -2.0]), autograd=True)
+    opt = optimizer_factory([w])
+    for _ in range(steps):
+        (w * w).sum().backward()
+        opt.step()
+    return w.data
+
+
+def test_sgd_step_matches_formula_and_zeroes():
+    w = Tensor(np.array([1.0, 2.0]), autograd=True)
+    opt = SGD([w], alpha=0.1)
+    (w * w).sum().backward()
+    opt.step()
+    np.testing.assert_allclose(w.data, [1.0 - 0.2, 2.0 - 0.4])
+    assert w.grad is None
+    (w * w).sum().backward()
+    opt.step(zero=False)
+    assert w.grad is not None
+
+
+def test_sgd_momentum_and_weight_decay_formula():
+    w = Tensor(np.array([1.0]), autograd=True)
+    opt = SGD([w], alpha=0.1, momentum=0.9, weight_decay=0.5)
+    v = 0.0
+    expected = 1.0
+    for _ in range(3):
+        (w * w).sum().backward()
+        g = 2 * expected + 0.5 * expected
+        v = 0.9 * v + g
+        expected -= 0.1 * v
+        opt.step()
+        np.testing.assert_allclose(w.data, [expected], rtol=1e-14)
+
+
+def test_adam_matches_reference_formula():
+    w = Tensor(np.array([3.0, -2.0]), autograd=True)
+    opt = Adam([w], alpha=0.1)
+    ref = np.array([3.0, -2.0])
+    m = v = np.zeros(2)
+    for t in range(1, 6):
+        (w * w).sum().backward()
+        opt.step()
+        g = 2 * ref
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        ref = ref - 0.1 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        np.testing.assert_allclose(w.data, ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [lambda p: SGD(p, alpha=0.1), lambda p: SGD(p, alpha=0.05, momentum=0.9), lambda p: Adam(p, alpha=0.1)],
+)
+def test_optimizers_minimise_a_quadratic(factory):
+    assert np.abs(quadratic_step(factory, 300)).max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    "factory,message",
+    [
+        (lambda p: SGD(p, alpha=0), "alpha"),
+        (lambda p: SGD(p, alpha=float("nan")), "alpha"),
+        (lambda p: SGD(p, momentum=1.0), "momentum"),
+        (lambda p: SGD(p, weight_decay=-1), "weight_decay"),
+        (lambda p: Adam(p, betas=(1.0, 0.9)), "betas"),
+        (lambda p: Adam(p, eps=0), "eps"),
+    ],
+)
+def test_optimizer_arguments_are_checked(factory, message):
+    with pytest.raises(ValueError, match=message):
+        factory([Tensor([1.0], autograd=True)])

@@ -1,0 +1,127 @@
+"""The Tensor's public surface: construction, dtypes, no_grad, repr, errors."""
+
+import numpy as np
+import pytest
+
+from minigrad import Tensor, is_grad_enabled, no_grad
+
+
+@pytest.mark.parametrize(
+    "data,dtype",
+    [
+        ([1, 2, 3], np.float64),
+        (np.array([1, 2], dtype=np.int32), np.float64),
+        (np.array([True, False]), np.float64),
+        (np.array([1.5], dtype=np.float32), np.float32),
+        (np.array([1.5], dtype=np.float64), np.float64),
+        (3, np.float64),
+    ],
+)
+def test_integer_inputs_become_floats_and_floats_keep_their_width(data, dtype):
+    assert Tensor(data).dtype == dtype
+
+
+def test_constructor_copies_its_input():
+    source = np.zeros(3)
+    t = Tensor(source)
+    t.data += 1
+    assert source.sum() == 0
+
+
+def test_non_numeric_data_is_refused():
+    with pytest.raises(TypeError, match="must be numeric"):
+        Tensor(["a", "b"])
+
+
+def test_float32_stays_float32_through_ops_and_gradients():
+    x = Tensor(np.ones((2, 3), dtype=np.float32), autograd=True)
+    w = Tensor(np.full((3, 2), 0.5, dtype=np.float32), autograd=True)
+    y = ((x.mm(w) * 2.0 + 1.0).sigmoid().tanh().relu() / 3.0) ** 2
+    z = y.exp().log().softmax(1).log_softmax(1).mean()
+    assert z.dtype == np.float32
+    z.backward()
+    assert x.grad.dtype == np.float32 and w.grad.dtype == np.float32
+
+
+def test_no_grad_records_nothing_and_restores_state():
+    w = Tensor(np.ones(2), autograd=True)
+    with no_grad():
+        assert not is_grad_enabled()
+        y = w * 3
+        with no_grad():
+            pass
+        assert not is_grad_enabled()
+    assert is_grad_enabled()
+    assert not y.autograd and y.creators is None
+    with pytest.raises(RuntimeError, match="autograd=False"):
+        y.backward()
+
+
+def test_no_grad_as_decorator():
+    @no_grad()
+    def forward(t):
+        return t * 2
+
+    assert not forward(Tensor([1.0], autograd=True)).autograd
+    assert is_grad_enabled()
+
+
+def test_tensors_without_autograd_record_nothing():
+    a, b = Tensor([1.0, 2.0]), Tensor([3.0, 4.0])
+    c = (a * b + a).tanh()
+    assert not c.autograd and c.creators is None
+
+
+def test_mixed_operands_record_and_only_the_tracked_one_gets_a_gradient():
+    a = Tensor([1.0, 2.0], autograd=True)
+    b = Tensor([3.0, 4.0])
+    c = a * b
+    assert c.autograd and c.creators == [a, b] and c.creation_op == "mul"
+    c.sum().backward()
+    np.testing.assert_array_equal(a.grad.data, [3.0, 4.0])
+    assert b.grad is None
+
+
+def test_numpy_arrays_on_the_left_dispatch_to_tensor():
+    a = Tensor([1.0, 2.0], autograd=True)
+    c = np.array([2.0, 3.0]) * a
+    assert isinstance(c, Tensor)
+    c.sum().backward()
+    np.testing.assert_array_equal(a.grad.data, [2.0, 3.0])
+
+
+def test_shape_dtype_numpy_item_len():
+    t = Tensor(np.arange(6).reshape(2, 3))
+    assert t.shape == (2, 3) and t.dtype == np.float64 and len(t) == 2
+    assert t.numpy() is t.data
+    assert Tensor(4.0).item() == 4.0
+
+
+def test_repr_and_str():
+    t = Tensor([1.0, 2.0], autograd=True)
+    assert repr(t) == "Tensor([1., 2.], autograd=True)"
+    assert repr(Tensor(np.array([1.0], dtype=np.float32))) == "Tensor([1.], dtype=float32)"
+    assert str(t) == "[1. 2.]"
+
+
+def test_seed_style_sum_expand_transpose_mm():
+    x = Tensor(np.array([[1.0, 2.0], [3.0, 4.0]]), autograd=True)
+    np.testing.assert_array_equal(x.sum(0).data, [4.0, 6.0])
+    np.testing.assert_array_equal(x.sum(1).data, [3.0, 7.0])
+    np.testing.assert_array_equal(x.sum().data, 10.0)
+    np.testing.assert_array_equal(Tensor([1.0, 2.0]).expand(0, 3).data, [[1, 2]] * 3)
+    np.testing.assert_array_equal(Tensor([1.0, 2.0]).expand(1, 2).data, [[1, 1], [2, 2]])
+    np.testing.assert_array_equal(x.transpose().data, [[1, 3], [2, 4]])
+    np.testing.assert_array_equal(x.mm(x).data, [[7, 10], [15, 22]])
+
+
+def test_softmax_and_log_softmax_are_stable():
+    big = Tensor(np.array([[1000.0, 0.0, -1000.0]]))
+    np.testing.assert_allclose(big.softmax(1).data, [[1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(big.log_softmax(1).data, [[0.0, -1000.0, -2000.0]])
+    assert np.isfinite(big.sigmoid().data).all()
+
+
+def test_pow_rejects_tensor_exponent():
+    with pytest.raises(TypeError, match="exponent"):
+        Tensor([1.0]) ** Tensor([2.0])
