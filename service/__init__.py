@@ -1,0 +1,44 @@
+"""The minigrad service: a Flask application serving, registering and training minigrad models.
+
+``create_app(config=None)`` builds it; gunicorn runs ``service:create_app()`` (see gunicorn.conf.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+from . import docs, health, models, predict
+from .api import Api
+from .config import load_config
+from .docs import ASSETS_URL
+from .registry import EXTENSION_KEY, ModelRegistry
+
+__all__ = ["create_app"]
+
+_OPENAPI = {
+    "API_TITLE": "minigrad",
+    "API_VERSION": "1",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "docs",
+    "OPENAPI_SWAGGER_UI_URL": ASSETS_URL,
+}
+
+
+def create_app(config=None) -> Flask:
+    """The application, configured from the environment (``MINIGRAD_*``) overridden by ``config``."""
+    app = Flask(__name__)
+    app.config.update(_OPENAPI)
+    app.config.update(load_config(config))
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MINIGRAD_MAX_BODY_BYTES"]
+    os.makedirs(app.config["MINIGRAD_MODEL_DIR"], exist_ok=True)
+    app.extensions[EXTENSION_KEY] = ModelRegistry(app.config["MINIGRAD_MODEL_DIR"])
+
+    api = Api(app)
+    app.register_blueprint(docs.blp)
+    for resource in (health, predict, models):
+        api.register_blueprint(resource.blp)
+    return app

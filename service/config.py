@@ -1,0 +1,69 @@
+"""Service configuration: defaults, overridden by environment variables, overridden by a mapping.
+
+The keys are the environment variables' names, so ``create_app({"MINIGRAD_MODEL_DIR": ...})`` and
+``MINIGRAD_MODEL_DIR=... gunicorn ...`` say the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+DEFAULTS = {
+    "MINIGRAD_MODEL_DIR": "./models",
+    "MINIGRAD_DATA_DIR": "./var",
+    # None: no authentication at all (a local tool); set it wherever the port is reachable by others.
+    "MINIGRAD_API_TOKEN": None,
+    "MINIGRAD_PROTECT_PREDICT": False,
+    # A 1,000 x 784 batch of full-precision floats is about 16 MB of JSON; 64 MiB leaves room.
+    "MINIGRAD_MAX_BODY_BYTES": 64 * 1024 * 1024,
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+def _as_bool(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected one of 1/0, true/false, yes/no, on/off; got {value!r}")
+
+
+def _as_positive_int(name: str, value) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a positive integer (bytes), got {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"{name}: expected a positive integer (bytes), got {value!r}")
+    return number
+
+
+def load_config(overrides: Mapping | None = None, environ: Mapping | None = None) -> dict:
+    """The effective settings: ``DEFAULTS`` < environment variables < ``overrides``.
+
+    Values are normalized (paths absolute, flags bool, sizes int); an empty token means no token.
+    Keys of ``overrides`` that are not ours (Flask's own, ``TESTING``...) pass through unchanged.
+    """
+    environ = os.environ if environ is None else environ
+    settings = dict(DEFAULTS)
+    for name in DEFAULTS:
+        if name in environ:
+            settings[name] = environ[name]
+    settings.update(overrides or {})
+
+    settings["MINIGRAD_MODEL_DIR"] = os.path.abspath(os.fspath(settings["MINIGRAD_MODEL_DIR"]))
+    settings["MINIGRAD_DATA_DIR"] = os.path.abspath(os.fspath(settings["MINIGRAD_DATA_DIR"]))
+    settings["MINIGRAD_API_TOKEN"] = settings["MINIGRAD_API_TOKEN"] or None
+    for name, normalize in (("MINIGRAD_PROTECT_PREDICT", _as_bool), ("MINIGRAD_MAX_BODY_BYTES", _as_positive_int)):
+        settings[name] = normalize(name, settings[name])
+    return settings

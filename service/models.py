@@ -1,0 +1,84 @@
+"""The model registry over HTTP: list, inspect, upload new versions, delete."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Response, request, url_for
+
+from .api import Blueprint, read_json_body
+from .auth import require_token
+from .registry import InvalidModelFile, LoadedModel, get_registry
+from .schemas import (
+    ModelDeletedSchema,
+    ModelDetailSchema,
+    ModelListSchema,
+    ModelVersionCreatedSchema,
+    model_document_schema,
+)
+
+blp = Blueprint("models", __name__, description="The model registry: versions of model documents")
+
+
+def _sizes(loaded: LoadedModel) -> dict:
+    return {"inputs": loaded.n_inputs, "outputs": loaded.n_outputs, "dtype": loaded.dtype.name,
+            "layers": list(loaded.summary["layers"])}
+
+
+def _summary(registry, name: str) -> dict:
+    versions = registry.versions(name)
+    entry = {"name": name, "latest_version": versions[-1], "versions": versions}
+    try:
+        entry.update(_sizes(registry.get(name, versions[-1])))
+    except InvalidModelFile as error:  # one broken file must not hide the other models
+        entry["error"] = str(error)
+    return entry
+
+
+@blp.route("/models")
+@blp.response(200, ModelListSchema)
+def list_models():
+    """Every model with its latest version's sizes and layers."""
+    registry = get_registry()
+    return {"models": [_summary(registry, name) for name in registry.names()]}
+
+
+@blp.route("/models/<name>")
+@blp.response(200, ModelDetailSchema)
+def show_model(name):
+    """One model: its versions, and the latest version's sizes, layers and metadata."""
+    registry = get_registry()
+    loaded = registry.get(name)
+    return {"name": name, "latest_version": loaded.version, "versions": registry.versions(name), **_sizes(loaded),
+            "metadata": loaded.document.get("metadata", {})}
+
+
+@blp.route("/models/<name>/versions/<int:version>")
+@blp.doc(responses={200: {"description": "The model document",
+                          "content": {"application/json": {"schema": model_document_schema()}}}})
+def show_version(name, version):
+    """The full model document of one version."""
+    loaded = get_registry().get(name, version)
+    # Written straight from the parsed document: dumping every weight through marshmallow fields
+    # would cost far more than the JSON encoding itself.
+    return Response(json.dumps(loaded.document), mimetype="application/json")
+
+
+@blp.route("/models/<name>", methods=["PUT"])
+@require_token
+@blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": model_document_schema()}}})
+@blp.response(201, ModelVersionCreatedSchema)
+def upload_model(name):
+    """Store a model document as the next version of ``name`` (created if new)."""
+    document = read_json_body(request)
+    loaded = get_registry().put(name, document)
+    location = url_for(".show_version", name=name, version=loaded.version)
+    return {"name": name, "version": loaded.version, **_sizes(loaded)}, 201, {"Location": location}
+
+
+@blp.route("/models/<name>", methods=["DELETE"])
+@require_token
+@blp.response(200, ModelDeletedSchema)
+def delete_model(name):
+    """Remove a model with all its versions."""
+    return {"name": name, "deleted_versions": get_registry().delete(name)}

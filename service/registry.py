@@ -1,0 +1,276 @@
+"""Models on disk: names, versions, atomic writes and a per-process cache.
+
+Layout under the model directory (``MINIGRAD_MODEL_DIR``)::
+
+    <name>/<version>.json    versions written by ``put`` (version = 1, 2, ...)
+    <name>.json              a document placed by hand: version 1 of <name>
+                             (``<name>/1.json`` wins when both exist)
+
+Every lookup looks at the directory (a listing and a ``stat``, no parsing), so a file added, replaced
+or removed by hand or by another worker is seen by the next request without a restart. A parsed
+model is cached per process and re-read only when its file's identity (inode, size, mtime, ctime)
+changed. Writers never modify a file in place: a complete temporary file is linked to its final
+name, so a reader sees either no file or the whole of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from flask import current_app
+
+from minigrad import Sequential, Tensor, no_grad
+
+__all__ = [
+    "ModelRegistry",
+    "LoadedModel",
+    "RegistryError",
+    "ModelNotFound",
+    "VersionNotFound",
+    "InvalidModelName",
+    "InvalidModelFile",
+    "get_registry",
+    "EXTENSION_KEY",
+    "MODEL_NAME_PATTERN",
+]
+
+EXTENSION_KEY = "minigrad.registry"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME = re.compile(MODEL_NAME_PATTERN)
+_VERSION_FILE = re.compile(r"^([1-9][0-9]{0,17})\.json$")
+
+
+class RegistryError(Exception):
+    """Base of the registry's errors; the message is meant for the client."""
+
+
+class InvalidModelName(RegistryError, ValueError):
+    def __init__(self, name):
+        self.name = name
+        super().__init__(
+            f"model name {name!r} is not valid: use 1-64 letters, digits, '_', '.', '-', starting with a letter or "
+            "digit, without '..'")
+
+
+class ModelNotFound(RegistryError, LookupError):
+    def __init__(self, name):
+        self.name = name
+        super().__init__(f"no model named {name!r}")
+
+
+class VersionNotFound(RegistryError, LookupError):
+    def __init__(self, name, version, available):
+        self.name, self.version, self.available = name, version, list(available)
+        super().__init__(f"model {name!r} has no version {version}; available: {', '.join(map(str, available))}")
+
+
+class InvalidModelFile(RegistryError):
+    """A file in the model directory that is not a valid model document (placed there by hand)."""
+
+    def __init__(self, path, reason):
+        self.path = path
+        super().__init__(f"model file {path} is not a valid model document: {reason}")
+
+
+def validate_name(name) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise InvalidModelName(name)
+    return name
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One version of a model, parsed and ready to predict."""
+
+    name: str
+    version: int
+    model: Sequential
+    document: dict
+    n_inputs: int
+    n_outputs: int
+    dtype: np.dtype
+    summary: dict = field(repr=False)
+
+    def predict(self, array: np.ndarray) -> np.ndarray:
+        """The forward pass without recording a graph: exactly ``model(Tensor(array)).data``."""
+        with no_grad():
+            return self.model(Tensor(array)).data
+
+
+def _file_identity(stat: os.stat_result) -> tuple:
+    # A replaced file has a new inode; ctime catches a rewrite in place within one mtime tick.
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _load_document(path: str) -> tuple[dict, Sequential]:
+    with open(path, "rb") as file:
+        raw = file.read()
+    try:
+        document = json.loads(raw)
+        model = Sequential.from_dict(document)
+    except (ValueError, TypeError) as error:  # ModelFormatError and JSONDecodeError are ValueErrors
+        raise InvalidModelFile(path, error) from None
+    return document, model
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ModelRegistry:
+    """The models under ``directory``; safe to share between threads of one process."""
+
+    def __init__(self, directory):
+        self.directory = os.path.abspath(os.fspath(directory))
+        self._cache: dict[str, tuple[tuple, LoadedModel]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ reading
+
+    def names(self) -> list[str]:
+        """Every model with at least one version, sorted."""
+        found = set()
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    if self._valid(entry.name) and self._directory_versions(entry.path):
+                        found.add(entry.name)
+                elif entry.name.endswith(".json") and self._valid(entry.name[:-5]):
+                    found.add(entry.name[:-5])
+        return sorted(found)
+
+    def versions(self, name: str) -> list[int]:
+        """The versions of ``name``, ascending; raises ``ModelNotFound``."""
+        return sorted(self._version_paths(name))
+
+    def get(self, name: str, version: int | None = None) -> LoadedModel:
+        """The given version of ``name`` (the latest when ``None``), from the cache when unchanged on disk."""
+        paths = self._version_paths(name)
+        if version is None:
+            version = max(paths)
+        elif version not in paths:
+            raise VersionNotFound(name, version, sorted(paths))
+        path = paths[version]
+        try:
+            identity = _file_identity(os.stat(path))
+        except FileNotFoundError:  # removed between the listing and now
+            self._cache.pop(path, None)
+            raise VersionNotFound(name, version, self.versions(name)) from None
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        return self._load(name, version, path, identity)
+
+    def _load(self, name, version, path, identity) -> LoadedModel:
+        from minigrad.format import document_summary  # noqa: PLC0415
+
+        document, model = _load_document(path)
+        summary = document_summary(model)
+        loaded = LoadedModel(
+            name=name, version=version, model=model, document=document, n_inputs=int(summary["inputs"]),
+            n_outputs=int(summary["outputs"]), dtype=np.dtype(summary["dtype"]), summary=summary,
+        )
+        with self._lock:
+            self._cache[path] = (identity, loaded)
+        return loaded
+
+    def _valid(self, name: str) -> bool:
+        return bool(_NAME.match(name)) and ".." not in name
+
+    @staticmethod
+    def _directory_versions(path: str) -> dict[int, str]:
+        try:
+            listing = os.listdir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        versions = {}
+        for entry in listing:
+            match = _VERSION_FILE.match(entry)
+            if match:
+                versions[int(match.group(1))] = os.path.join(path, entry)
+        return versions
+
+    def _version_paths(self, name: str) -> dict[int, str]:
+        validate_name(name)
+        base = os.path.join(self.directory, name)
+        paths = self._directory_versions(base)
+        if 1 not in paths and os.path.isfile(base + ".json"):
+            paths[1] = base + ".json"
+        if not paths:
+            raise ModelNotFound(name)
+        return paths
+
+    # ------------------------------------------------------------------ writing
+
+    def put(self, name: str, document: dict) -> LoadedModel:
+        """Validate ``document`` and store it as the next version of ``name`` (created if new)."""
+        validate_name(name)
+        model = Sequential.from_dict(document)  # raises minigrad.ModelFormatError naming the defect
+        text = json.dumps(model.to_dict(), separators=(",", ":")).encode()
+        base = os.path.join(self.directory, name)
+        os.makedirs(base, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=base)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
+            version = self._link_next_version(name, base, temporary)
+        finally:
+            os.unlink(temporary)
+        _fsync_directory(base)
+        return self.get(name, version)
+
+    def _link_next_version(self, name: str, base: str, temporary: str) -> int:
+        """Give the written file its version number; ``os.link`` never replaces an existing file, so two
+        writers (threads, workers) racing for the same number both succeed, with different numbers."""
+        while True:
+            try:
+                latest = max(self._version_paths(name))
+            except ModelNotFound:
+                latest = 0
+            version = latest + 1
+            try:
+                os.link(temporary, os.path.join(base, f"{version}.json"))
+                return version
+            except FileExistsError:
+                continue
+
+    def delete(self, name: str) -> list[int]:
+        """Remove every version of ``name``; returns the versions removed. Raises ``ModelNotFound``."""
+        removed = self.versions(name)
+        base = os.path.join(self.directory, name)
+        # Renaming first takes the whole model out of sight in one step; the files go afterwards.
+        graveyard = tempfile.mkdtemp(prefix=".deleted-", dir=self.directory)
+        try:
+            try:
+                os.rename(base, os.path.join(graveyard, "versions"))
+            except FileNotFoundError:
+                pass
+            try:
+                os.unlink(base + ".json")
+            except FileNotFoundError:
+                pass
+        finally:
+            shutil.rmtree(graveyard, ignore_errors=True)
+        _fsync_directory(self.directory)
+        with self._lock:
+            for path in [p for p in self._cache if p == base + ".json" or p.startswith(base + os.sep)]:
+                del self._cache[path]
+        return removed
+
+
+def get_registry() -> ModelRegistry:
+    """The registry of the current Flask application."""
+    return current_app.extensions[EXTENSION_KEY]

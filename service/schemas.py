@@ -1,0 +1,109 @@
+"""The request and response bodies, as marshmallow schemas: the single source of their validation
+and of the OpenAPI document. Numbers in batches are documented here but checked with numpy (see
+``service.predict``), never one by one through marshmallow fields."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from minigrad.format import ModelDocumentSchema
+
+from .registry import MODEL_NAME_PATTERN
+
+_NAME_FIELD = {
+    "validate": validate.Regexp(MODEL_NAME_PATTERN, error="expected 1-64 letters, digits, '_', '.' or '-', "
+                                                          "starting with a letter or digit"),
+    "metadata": {"description": "Model name", "pattern": MODEL_NAME_PATTERN, "example": "xor"},
+}
+
+_ROW = {"type": "array", "items": {"type": "number"}, "minItems": 1}
+_BATCH = {"oneOf": [{"type": "array", "items": _ROW, "minItems": 1}, _ROW]}
+
+
+class ProblemSchema(Schema):
+    """An error (RFC 9457 problem details); validation errors add ``errors`` keyed by location and field."""
+
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(required=True, metadata={"description": "URI identifying the kind of problem"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(metadata={"description": "What was wrong with this request"})
+    errors = fields.Dict(metadata={"description": "Field-level messages, e.g. {\"json\": {\"inputs\": [...]}}"})
+
+
+class PredictRequestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    model = fields.String(required=True, **_NAME_FIELD)
+    version = fields.Integer(strict=True, validate=validate.Range(min=1),
+                             metadata={"description": "Model version; the latest when absent"})
+    inputs = fields.Raw(required=True, metadata={
+        **_BATCH,
+        "description": "A batch of rows (each with the model's input width), or one row as a flat list "
+                       "(answered as a flat list). Finite numbers only.",
+        "example": [[0, 1], [1, 1]],
+    })
+
+
+class PredictResponseSchema(Schema):
+    model = fields.String(required=True)
+    version = fields.Integer(required=True)
+    outputs = fields.Raw(required=True, metadata={
+        **_BATCH,
+        "description": "One row of outputs per input row (flat when the input was flat)",
+    })
+
+
+class ModelSummarySchema(Schema):
+    """One model as listed by GET /models (its latest version)."""
+
+    name = fields.String(required=True)
+    latest_version = fields.Integer()
+    versions = fields.List(fields.Integer())
+    inputs = fields.Integer(metadata={"description": "Input width"})
+    outputs = fields.Integer(metadata={"description": "Output width"})
+    dtype = fields.String(metadata={"enum": ["float32", "float64"]})
+    layers = fields.List(fields.String(), metadata={"example": ["Linear(2->3)", "Tanh", "Linear(3->1)", "Sigmoid"]})
+    error = fields.String(metadata={"description": "Set instead of the sizes when the stored file is not valid"})
+
+
+class ModelListSchema(Schema):
+    models = fields.List(fields.Nested(ModelSummarySchema), required=True)
+
+
+class ModelDetailSchema(ModelSummarySchema):
+    """GET /models/<name>: the summary of the latest version, all versions, and its metadata."""
+
+    metadata = fields.Dict(metadata={"description": "The latest version's metadata"})
+
+
+class ModelVersionCreatedSchema(Schema):
+    name = fields.String(required=True)
+    version = fields.Integer(required=True)
+    inputs = fields.Integer()
+    outputs = fields.Integer()
+    dtype = fields.String()
+    layers = fields.List(fields.String())
+
+
+class ModelDeletedSchema(Schema):
+    name = fields.String(required=True)
+    deleted_versions = fields.List(fields.Integer(), required=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, metadata={"example": "ok"})
+
+
+class ReadinessSchema(Schema):
+    status = fields.String(required=True, metadata={"example": "ready"})
+    models = fields.Integer(metadata={"description": "How many models the directory holds"})
+
+
+
+def model_document_schema() -> type[Schema]:
+    """minigrad's schema of the whole model document (the body of PUT /models/<name>)."""
+    return ModelDocumentSchema
