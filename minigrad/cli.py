@@ -1,0 +1,459 @@
+"""The ``minigrad`` command: train, predict and validate model documents; run the server and the job consumer.
+
+``train``, ``predict`` and ``validate`` use the library only. ``serve`` and ``worker`` replace this process
+with gunicorn and the Huey consumer of the ``service`` package (installed with minigrad), so the library never
+imports the web side and signals (Ctrl-C, ``docker stop``) reach the server itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import format as model_format
+from .nn import BCELoss, CrossEntropyLoss, Linear, MSELoss, Sequential
+from .optim import SGD, Adam
+from .tensor import Tensor, no_grad
+from .training import TrainingDiverged, fit
+
+# The same names the HTTP API's POST /train accepts. MSE is averaged so that a learning rate does not
+# have to shrink as the data set grows.
+LOSSES = {"mse": lambda: MSELoss(reduction="mean"), "bce": BCELoss, "cross_entropy": CrossEntropyLoss}
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+DEFAULT_ALPHA = {"sgd": 0.1, "adam": 0.001}
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+# ---------------------------------------------------------------------- reading files
+
+
+def _read_text(path: str) -> str:
+    """The contents of ``path`` ('-' is standard input), or a ClickException saying why not."""
+    if path == "-":
+        return click.get_text_stream("stdin").read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot read it: {exc.strerror}") from None
+
+
+def _parse_json(text: str, path: str):
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(
+            f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows; use finite numbers")
+
+
+def _looks_like_json(path: str, text: str) -> bool:
+    suffix = Path(path).suffix.lower()
+    if suffix in (".json", ".csv"):
+        return suffix == ".json"
+    return text.lstrip()[:1] in ("[", "{")
+
+
+def _read_csv(text: str, path: str) -> tuple[np.ndarray, list[str] | None]:
+    """A CSV file of numbers as a 2-D float64 array, and its header (a first row that is not all numbers)."""
+    rows = [(number, row) for number, row in enumerate(csv.reader(io.StringIO(text)), start=1) if any(row)]
+    if not rows:
+        raise click.ClickException(f"{path}: no rows; expected comma-separated numbers")
+    header = None
+    if not all(_is_number(cell) for cell in rows[0][1]):
+        header = [cell.strip() for cell in rows[0][1]]
+        rows = rows[1:]
+        if not rows:
+            raise click.ClickException(f"{path}: only a header row; expected rows of numbers below it")
+    width = len(header) if header is not None else len(rows[0][1])
+    values = []
+    for line, row in rows:
+        if len(row) != width:
+            raise click.ClickException(f"{path}: line {line}: expected {width} columns, got {len(row)}")
+        parsed = []
+        for column, cell in enumerate(row, start=1):
+            try:
+                number = float(cell)
+            except ValueError:
+                raise click.ClickException(f"{path}: line {line}, column {column}: {cell!r} is not a number") from None
+            if not math.isfinite(number):
+                raise click.ClickException(f"{path}: line {line}, column {column}: {cell!r} is not a finite number")
+            parsed.append(number)
+        values.append(parsed)
+    return np.array(values, dtype=np.float64), header
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _as_matrix(value, where: str) -> np.ndarray:
+    """JSON rows of numbers as a 2-D float64 array; a flat list is one row."""
+    if isinstance(value, list) and value and not isinstance(value[0], list):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise click.ClickException(f"{where}: expected a non-empty list of rows of numbers")
+    for index, row in enumerate(value):
+        if not isinstance(row, list) or len(row) != len(value[0]):
+            raise click.ClickException(f"{where}[{index}]: expected a list of {len(value[0])} numbers like row 0")
+        for column, cell in enumerate(row):
+            if isinstance(cell, bool) or not isinstance(cell, int | float):
+                raise click.ClickException(f"{where}[{index}][{column}]: expected a number, got {cell!r}")
+    array = np.array(value, dtype=np.float64)
+    if not np.isfinite(array).all():  # integers beyond float64's range become infinity
+        raise click.ClickException(f"{where}: numbers must be finite")
+    return array
+
+
+# ---------------------------------------------------------------------- models
+
+
+def _load_model(path: str):
+    text = _read_text(path)
+    try:
+        return model_format.loads(text)
+    except model_format.ModelFormatError as exc:
+        raise click.ClickException(f"{path}: not a valid model document: {exc}") from None
+
+
+def _model_width(model) -> tuple[int | None, int | None]:
+    """The numbers of inputs and outputs a model's Linear layers fix (None when it has none)."""
+    linears = [layer for layer in model.layers if isinstance(layer, Linear)]
+    if not linears:
+        return None, None
+    return linears[0].in_features, linears[-1].out_features
+
+
+def _build_from_architecture(spec, path: str, seed: int | None):
+    """A model with fresh weights (He initialization, seeded) from layer specs without weights.
+
+    ``spec`` is a list of layer specs or ``{"layers": [...], "dtype": ..., "metadata": ...}``. The completed
+    document goes through the format's own loader, so every defect is reported as ``layers[i].field``.
+    """
+    if isinstance(spec, list):
+        spec = {"layers": spec}
+    if not isinstance(spec.get("layers"), list) or not spec["layers"]:
+        raise click.ClickException(f"{path}: layers: expected a non-empty list of layer specs")
+    dtype = spec.get("dtype", "float64")
+    if dtype not in ("float32", "float64"):
+        raise click.ClickException(f"{path}: dtype: expected float32 or float64, got {dtype!r}")
+    rng = np.random.default_rng(seed)
+    layers = []
+    for index, layer in enumerate(spec["layers"]):
+        if not isinstance(layer, dict):
+            raise click.ClickException(f"{path}: layers[{index}]: expected an object like {{\"type\": \"Tanh\"}}")
+        layer = dict(layer)
+        if layer.get("type") == "Linear" and "weight" not in layer:
+            for key in ("in_features", "out_features"):
+                value = layer.get(key)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise click.ClickException(f"{path}: layers[{index}].{key}: expected a positive integer")
+            fresh = Linear(layer["in_features"], layer["out_features"], rng=rng, dtype=np.dtype(dtype))
+            layer["weight"] = fresh.weight.data.tolist()
+            layer["bias"] = fresh.bias.data.tolist()
+        layers.append(layer)
+    document = {
+        "format": "minigrad.sequential",
+        "version": 1,
+        "dtype": dtype,
+        "layers": layers,
+        "metadata": dict(spec.get("metadata") or {}),
+    }
+    try:
+        return Sequential.from_dict(document)
+    except model_format.ModelFormatError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+
+
+def _model_or_architecture(path: str, seed: int | None):
+    """``path`` holds either a model document (trained further) or an architecture (fresh weights)."""
+    text = _read_text(path)
+    document = _parse_json(text, path)
+    if isinstance(document, dict) and "format" in document:
+        try:
+            return Sequential.from_dict(document)
+        except model_format.ModelFormatError as exc:
+            raise click.ClickException(f"{path}: not a valid model document: {exc}") from None
+    if isinstance(document, list | dict):
+        return _build_from_architecture(document, path, seed)
+    raise click.ClickException(f"{path}: expected a model document or an architecture (a list of layer specs)")
+
+
+# ---------------------------------------------------------------------- data sets
+
+
+def _training_data(path: str, n_inputs: int | None, n_outputs: int | None, labels: bool):
+    """Inputs, targets and the column names (or None) from a CSV or JSON file."""
+    text = _read_text(path)
+    if _looks_like_json(path, text):
+        document = _parse_json(text, path)
+        if not isinstance(document, dict) or "inputs" not in document or "targets" not in document:
+            raise click.ClickException(f"{path}: expected an object {{\"inputs\": [[...]], \"targets\": [[...]]}}")
+        inputs = _as_matrix(document["inputs"], f"{path}: inputs")
+        raw = document["targets"]
+        if labels and isinstance(raw, list) and raw and not isinstance(raw[0], list):
+            raw = [[label] for label in raw]  # class labels given as a flat list
+        targets = _as_matrix(raw, f"{path}: targets")
+        if len(targets) != len(inputs):
+            raise click.ClickException(f"{path}: inputs has {len(inputs)} rows but targets has {len(targets)}")
+        names = None
+    else:
+        table, names = _read_csv(text, path)
+        if n_inputs is None:
+            raise click.ClickException(f"{path}: a CSV file needs a model with a Linear layer to know its input width")
+        inputs, targets = table[:, :n_inputs], table[:, n_inputs:]
+    if n_inputs is not None and inputs.shape[1] != n_inputs:
+        raise click.ClickException(f"{path}: the model takes {n_inputs} inputs per row, the data has {inputs.shape[1]}")
+    target_widths = {1, n_outputs} if labels else {n_outputs}
+    if n_outputs is not None and targets.shape[1] not in target_widths:
+        expected = f"1 (class labels) or {n_outputs} (one-hot)" if labels else str(n_outputs)
+        raise click.ClickException(
+            f"{path}: expected {expected} target column(s) after the {inputs.shape[1]} input columns, "
+            f"got {targets.shape[1]}"
+        )
+    if labels and targets.shape[1] == 1:
+        targets = targets[:, 0]
+    return inputs, targets, names
+
+
+def _prediction_inputs(path: str, n_inputs: int | None) -> np.ndarray:
+    text = _read_text(path)
+    if _looks_like_json(path, text):
+        document = _parse_json(text, path)
+        if isinstance(document, dict):
+            if "inputs" not in document:
+                raise click.ClickException(f"{path}: expected rows of numbers or an object {{\"inputs\": [[...]]}}")
+            document = document["inputs"]
+        inputs = _as_matrix(document, f"{path}: inputs")
+    else:
+        inputs, _ = _read_csv(text, path)
+    if n_inputs is not None and inputs.shape[1] != n_inputs:
+        raise click.ClickException(f"{path}: the model takes {n_inputs} inputs per row, the data has {inputs.shape[1]}")
+    return inputs
+
+
+# ---------------------------------------------------------------------- commands
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(package_name="minigrad", prog_name="minigrad")
+def main():
+    """Train, run and check minigrad models; serve them over HTTP.
+
+    \b
+    minigrad train net.json data.csv -o model.json     train a model (architecture or model + data)
+    minigrad predict model.json inputs.csv             run a model on rows of inputs
+    minigrad validate model.json                       check a model document
+    minigrad serve                                     the HTTP service (gunicorn)
+    minigrad worker                                    the training-job consumer (Huey)
+    """
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("model_or_architecture", metavar="MODEL_OR_ARCHITECTURE", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="Where to write the trained model document.")
+@click.option("--loss", type=click.Choice(sorted(LOSSES)), default="mse", show_default=True,
+              help="mse for regression, bce for probabilities after a Sigmoid, cross_entropy on logits.")
+@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="sgd", show_default=True)
+@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate  [default: 0.1 for sgd, 0.001 for adam]")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="SGD momentum.")
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per step  [default: all rows]")
+@click.option("--seed", type=int, default=None,
+              help="Seeds the fresh weights and the shuffling; the same seed gives the same model bit for bit.")
+def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum, epochs, batch_size, seed):
+    """Train a model on DATA and write the result to --output.
+
+    MODEL_OR_ARCHITECTURE is a model document (training continues from its weights) or an architecture: a
+    JSON list of layer specs without weights, e.g.
+    [{"type": "Linear", "in_features": 2, "out_features": 3}, {"type": "Tanh"},
+    {"type": "Linear", "in_features": 3, "out_features": 1}, {"type": "Sigmoid"}]
+    (or {"layers": [...], "dtype": "float32"}).
+
+    DATA is a CSV file whose first columns are the inputs and whose remaining columns are the targets (one
+    column of class labels with --loss cross_entropy; a first row of names is optional), or a JSON file
+    {"inputs": [[...]], "targets": [[...]]}.
+    """
+    if optimizer != "sgd" and momentum:
+        raise click.BadParameter("only the sgd optimizer takes a momentum", param_hint="'--momentum'")
+    model = _model_or_architecture(model_or_architecture, seed)
+    n_inputs, n_outputs = _model_width(model)
+    loss_fn = LOSSES[loss]()
+    inputs, targets, names = _training_data(data, n_inputs, n_outputs, labels=loss == "cross_entropy")
+    alpha = DEFAULT_ALPHA[optimizer] if alpha is None else alpha
+    options = {"alpha": alpha, "momentum": momentum} if optimizer == "sgd" else {"alpha": alpha}
+    opt = OPTIMIZERS[optimizer](model.get_parameters(), **options)
+
+    started = time.perf_counter()
+    with click.progressbar(length=epochs, label="training", file=sys.stderr,
+                           item_show_func=lambda record: record and f"loss {record['loss']:.6g}") as bar:
+        def show_progress(record):
+            bar.update(1, record)
+
+        try:
+            history = fit(model, inputs, targets, loss_fn, opt, epochs, batch_size=batch_size, seed=seed,
+                          callback=show_progress)
+        except TrainingDiverged as exc:
+            raise click.ClickException(f"training diverged, nothing written: {exc}") from None
+        except ValueError as exc:
+            raise click.ClickException(f"{data}: {exc}") from None
+    seconds = time.perf_counter() - started
+
+    metadata = dict(model.metadata)
+    if names is not None and "inputs" not in metadata:
+        metadata["inputs"] = names[:n_inputs]
+        if targets.ndim == 2:  # a column of class labels is not one name per output
+            metadata["outputs"] = names[n_inputs:]
+    metadata["training"] = {
+        "loss": loss,
+        "optimizer": {"type": optimizer, **options},
+        "epochs": epochs,
+        "batch_size": batch_size or len(inputs),
+        "seed": seed,
+        "samples": len(inputs),
+        "final_loss": history[-1]["loss"],
+    }
+    model.metadata = metadata
+    # atomic: the output appears complete or not at all, even if the disk fills or the user interrupts.
+    with click.open_file(output, "w", encoding="utf-8", atomic=True) as file:
+        model_format.save(model, file)
+    click.echo(f"trained {len(history)} epochs on {len(inputs)} rows in {seconds:.2f} s, "
+               f"final loss {history[-1]['loss']:.6g}; wrote {output}", err=True)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("inputs", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, allow_dash=True), default="-",
+              help="Where to write the outputs  [default: standard output]")
+@click.option("--format", "output_format", type=click.Choice(["json", "csv"]), default=None,
+              help="Output format  [default: from the --output file's extension, else json]")
+def predict(model, inputs, output, output_format):
+    """Run MODEL on the rows of INPUTS and print one row of outputs per row of inputs.
+
+    INPUTS is a CSV file (one row of numbers per sample, a first row of names is optional), a JSON list of
+    rows, a JSON object {"inputs": [[...]]}, or '-' for standard input. Outputs are JSON rows of numbers
+    (exact: they read back as the same floats) or CSV with a header row.
+    """
+    loaded = _load_model(model)
+    n_inputs, _ = _model_width(loaded)
+    array = _prediction_inputs(inputs, n_inputs)
+    dtype = loaded.get_parameters()[0].data.dtype if loaded.get_parameters() else np.float64
+    with no_grad():
+        outputs = loaded(Tensor(array.astype(dtype, copy=False))).data
+    rows = outputs.astype(np.float64).tolist()
+
+    if output_format is None:
+        output_format = "csv" if Path(output).suffix.lower() == ".csv" else "json"
+    with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as file:
+        if output_format == "json":
+            file.write("[" + ",\n ".join(json.dumps(row) for row in rows) + "]\n")
+        else:
+            names = loaded.metadata.get("outputs")
+            if not (isinstance(names, list) and len(names) == outputs.shape[1]):
+                names = [f"output_{i}" for i in range(outputs.shape[1])]
+            writer = csv.writer(file, lineterminator="\n")
+            writer.writerow(names)
+            writer.writerows([repr(value) for value in row] for row in rows)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+def validate(models):
+    """Check model documents; print each defect with its location.
+
+    Exits with 0 when every file is a valid model document (and prints a summary of each), 1 otherwise.
+    """
+    failed = False
+    for path in models:
+        try:
+            model = model_format.loads(_read_text(path))
+        except click.ClickException as exc:
+            click.echo(exc.format_message())
+            failed = True
+            continue
+        except model_format.ModelFormatError as exc:
+            for line in str(exc).splitlines():
+                click.echo(f"{path}: {line}")
+            failed = True
+            continue
+        summary = model_format.document_summary(model)
+        outputs = "output" if summary["outputs"] == 1 else "outputs"
+        click.echo(f"{path}: valid, {summary['dtype']}, {summary['inputs']} inputs -> {summary['outputs']} {outputs}: "
+                   + ", ".join(summary["layers"]))
+    sys.exit(1 if failed else 0)
+
+
+def _exec(argv: list[str]):
+    """Replace this process with ``argv``, so that signals and the exit status are the program's own."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+def _require_module(name: str, what: str):
+    if importlib.util.find_spec(name.partition(".")[0]) is None or importlib.util.find_spec(name) is None:
+        raise click.ClickException(f"{what} is not installed (module {name} is missing); reinstall minigrad")
+
+
+@main.command(context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True})
+@click.option("--host", default=None, help="Interface to listen on  [default: from the gunicorn config]")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="[default: $PORT or 8000]")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="gunicorn worker processes.")
+@click.option("--model-dir", type=click.Path(file_okay=False), default=None, help="Sets MINIGRAD_MODEL_DIR.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Sets MINIGRAD_DATA_DIR.")
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
+def serve(host, port, workers, model_dir, data_dir, gunicorn_args):
+    """Run the HTTP service under gunicorn with the project's configuration.
+
+    Further arguments go to gunicorn unchanged, e.g. minigrad serve -- --timeout 120.
+    """
+    _require_module("service.gunicorn_config", "the HTTP service")
+    if model_dir is not None:
+        os.environ["MINIGRAD_MODEL_DIR"] = os.path.abspath(model_dir)
+    if data_dir is not None:
+        os.environ["MINIGRAD_DATA_DIR"] = os.path.abspath(data_dir)
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_config"]
+    if host is not None or port is not None:
+        argv += ["--bind", f"{host or '127.0.0.1'}:{port or os.environ.get('PORT', '8000')}"]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    _exec([*argv, *gunicorn_args, "service:create_app()"])
+
+
+@main.command(context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True})
+@click.argument("worker_args", nargs=-1, type=click.UNPROCESSED)
+def worker(worker_args):
+    """Run the training-job consumer (Huey) for the backend the environment names.
+
+    SQLite under MINIGRAD_DATA_DIR by default; Redis when MINIGRAD_REDIS_URL is set, which is how several
+    machines share one queue. Further arguments go to the consumer (see minigrad worker -- --help).
+    """
+    _require_module("service.worker", "the job consumer")
+    _exec([sys.executable, "-m", "service.worker", *worker_args])
