@@ -6,6 +6,7 @@ after ``from minigrad import *``.
 
 import numpy as np
 
+from .format import ModelFormatError, dumps, load, loads, save
 from .nn import BCELoss, CrossEntropyLoss, Layer, Linear, MSELoss, Relu, Sequential, Sigmoid, Softmax, Tanh
 from .optim import SGD, Adam, Optimizer
 from .tensor import Tensor, is_grad_enabled, no_grad
@@ -36,4 +37,9 @@ __all__ = [
     "fit",
     "evaluate",
     "TrainingDiverged",
+    "save",
+    "load",
+    "dumps",
+    "loads",
+    "ModelFormatError",
 ]

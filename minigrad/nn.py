@@ -105,6 +105,7 @@ class Sequential(Layer):
     def __init__(self, layers=None):
         super().__init__()
         self.layers = list(layers) if layers is not None else []
+        self.metadata = {}  # free-form facts saved with the model in its document (minigrad.format)
 
     def add(self, layer):
         self.layers.append(layer)
@@ -122,6 +123,20 @@ class Sequential(Layer):
 
     def __repr__(self) -> str:
         return "Sequential([" + ", ".join(repr(layer) for layer in self.layers) + "])"
+
+    # The model document lives in minigrad.format, which imports this module; hence the late imports.
+    def to_dict(self) -> dict:
+        """The model as a model document (plain JSON data); see docs/model-format.md."""
+        from .format import to_dict
+
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, document) -> Sequential:
+        """The model a model document describes; ModelFormatError names any defect's location."""
+        from .format import from_dict
+
+        return from_dict(document, cls)
 
 
 # ---------------------------------------------------------------------- losses
