@@ -1,0 +1,46 @@
+"""Training jobs on a Huey queue: settings, the job store, the task, the reaper.
+
+The web app reaches its ``JobBackend`` through ``get_job_backend()``; the consumer builds its own in
+``service.worker``. Both read the same ``MINIGRAD_*`` settings, so they meet in the same queue.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import ChainMap
+
+from flask import current_app
+
+from .backend import JobBackend
+from .reaper import housekeeping, reap_stale_jobs
+from .settings import JobSettings
+
+__all__ = ["JobBackend", "JobSettings", "get_job_backend", "housekeeping_on_read"]
+
+EXTENSION_KEY = "minigrad.jobs"
+
+# Purging expired jobs scans the finished ones; once a minute per web worker is plenty.
+PURGE_EVERY_SECONDS = 60.0
+
+
+def get_job_backend() -> JobBackend:
+    """The current application's backend, built on first use from its config and the environment."""
+    extensions = current_app.extensions
+    backend = extensions.get(EXTENSION_KEY)
+    if backend is None:
+        settings = JobSettings.from_mapping(ChainMap(current_app.config, os.environ))
+        backend = extensions.setdefault(EXTENSION_KEY, JobBackend(settings))
+    return backend
+
+
+def housekeeping_on_read() -> None:
+    """Reap stale jobs before answering a read, so a job whose consumer died shows as lost even when
+    no consumer is left to run the periodic reaper."""
+    backend = get_job_backend()
+    now = time.time()
+    if now - backend.last_purge >= PURGE_EVERY_SECONDS:
+        backend.last_purge = now
+        housekeeping(backend, now)
+    else:
+        reap_stale_jobs(backend.store, backend.settings.heartbeat_timeout, now)

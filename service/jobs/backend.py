@@ -1,0 +1,92 @@
+"""The queue and the job records together: one Huey instance and the store that lives beside it.
+
+SqliteHuey on ``MINIGRAD_DATA_DIR/jobs.sqlite3`` by default (no server), RedisHuey when
+``MINIGRAD_REDIS_URL`` is set; the task code is the same for both. Web workers use a backend to
+submit and read jobs; the consumer (``service.worker``) uses one to run them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from huey import RedisHuey, SqliteHuey
+from huey import signals as huey_signals
+
+from .settings import JobSettings
+from .store import QUEUED, RUNNING, SUCCEEDED, RedisJobStore, SqliteJobStore, new_record
+
+TRAIN_TASK = "train"
+
+
+class JobBackend:
+    def __init__(self, settings: JobSettings):
+        self.settings = settings
+        if settings.redis_url:
+            self.huey = RedisHuey(settings.queue_name, url=settings.redis_url)
+            self.store = RedisJobStore(self.huey.storage.conn, settings.queue_name)
+        else:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self.huey = SqliteHuey(settings.queue_name, filename=str(settings.sqlite_path))
+            self.store = SqliteJobStore(settings.sqlite_path)
+        self.train_task = self.huey.task(name=TRAIN_TASK)(self._run_train_task)
+        self.huey.post_execute(name="minigrad.mark_succeeded")(self._mark_succeeded)
+        self.huey.signal(huey_signals.SIGNAL_INTERRUPTED)(self._requeue_interrupted)
+        self._registry = None
+        self.last_purge = 0.0  # when this process last purged expired jobs (see housekeeping_on_read)
+
+    @property
+    def backend_name(self) -> str:
+        return "redis" if self.settings.redis_url else "sqlite"
+
+    # -- submitting and reading ------------------------------------------------------------------
+
+    def submit(self, request_summary: dict, payload: dict, epochs: int) -> dict | None:
+        """Record a queued job and enqueue its task; None when too many jobs are already active."""
+        job_id = uuid.uuid4().hex
+        record = new_record(job_id, request_summary, epochs)
+        if not self.store.create(record, self.settings.limits.max_active_jobs):
+            return None
+        # The task id is the job id, so Huey stores the trained model under the job's id.
+        self.huey.enqueue(self.train_task.s(job_id, payload, id=job_id))
+        return record
+
+    def trained_document(self, job_id: str):
+        """The model a succeeded job handed back. Read with preserve=True (a peek): Huey's default
+        read pops the result, and then the next reader, in any web worker, would find nothing."""
+        return self.huey.result(job_id, preserve=True)
+
+    def delete_result(self, job_id: str) -> None:
+        self.huey.delete(job_id)
+
+    @property
+    def registry(self):
+        # Imported late: the registry module belongs to the service and the worker only needs it
+        # once a job asks for a registered model or a save_as.
+        if self._registry is None:
+            from service.registry import ModelRegistry
+
+            self._registry = ModelRegistry(self.settings.model_dir)
+        return self._registry
+
+    # -- consumer side ---------------------------------------------------------------------------
+
+    def _run_train_task(self, job_id, payload):
+        from .runner import run_training_job
+
+        return run_training_job(self, job_id, payload)
+
+    def _mark_succeeded(self, task, value, exception):
+        # Runs after Huey stored the task's return value, so a job is never "succeeded" without its model.
+        if task.name == TRAIN_TASK and exception is None and value is not None:
+            self.store.update(task.id, expect={RUNNING}, status=SUCCEEDED, finished_at=time.time())
+
+    def _requeue_interrupted(self, signal, task):
+        # The consumer was stopped (SIGTERM, Ctrl-C twice) while this job ran: put it back in the queue
+        # so the next consumer runs it from the start, instead of leaving it to the reaper as lost.
+        if task.name != TRAIN_TASK:
+            return
+        reset = {"status": QUEUED, "started_at": None, "heartbeat_at": None, "worker": None, "epoch": 0}
+        if self.store.update(task.id, expect={RUNNING}, **reset) is not None:
+            self.store.clear_history(task.id)
+            self.huey.enqueue(task)

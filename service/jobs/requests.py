@@ -1,0 +1,149 @@
+"""From a schema-valid POST /train body to what a job needs: arrays checked with numpy, shapes checked
+against the model, limits applied, the starting model and the seed pinned down.
+
+Every problem raises ``TrainingRequestError`` whose messages are keyed like marshmallow's
+(``{"data": {"inputs": ["..."]}}``), so the client learns the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+
+from .settings import JobLimits
+
+
+class TrainingRequestError(ValueError):
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path, self.message = path, message
+
+    @property
+    def messages(self) -> dict:
+        """``"data.inputs"`` -> ``{"data": {"inputs": [message]}}``."""
+        nested: dict | list = [self.message]
+        for part in reversed(self.path.split(".")):
+            nested = {part: nested}
+        return nested
+
+
+def _rows(values, path: str, dtype, allow_flat: bool) -> np.ndarray:
+    """A rectangular, finite [n, width] array (or [n] when ``allow_flat``), converted in one numpy pass."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        raise TrainingRequestError(path, "expected a list of rows of equal length") from None
+    if array.dtype.kind not in "iuf":
+        raise TrainingRequestError(path, "expected numbers only (no strings, booleans or nulls), in rows of "
+                                         "equal length")
+    if array.ndim not in ((1, 2) if allow_flat else (2,)) or array.shape[0] == 0 or array.size == 0:
+        shape = "a list of rows, or a flat list" if allow_flat else "a non-empty list of rows (lists of numbers)"
+        raise TrainingRequestError(path, f"expected {shape}; got an array of shape {list(array.shape)}")
+    with np.errstate(over="ignore"):
+        array = array.astype(dtype)
+    if not np.isfinite(array).all():
+        raise TrainingRequestError(path, f"contains a number that is not finite as {np.dtype(dtype).name}")
+    return array
+
+
+def _check_architecture(architecture: list[dict], limits: JobLimits) -> tuple[int, int]:
+    """Linear sizes must chain; returns (input width, output width)."""
+    if len(architecture) > limits.max_layers:
+        raise TrainingRequestError("architecture", f"at most {limits.max_layers} layers "
+                                                   f"(MINIGRAD_TRAIN_MAX_LAYERS), got {len(architecture)}")
+    linears = [(i, layer) for i, layer in enumerate(architecture) if layer["type"] == "Linear"]
+    if not linears:
+        raise TrainingRequestError("architecture", "needs at least one Linear layer")
+    for i, layer in linears:
+        for key in ("in_features", "out_features"):
+            if layer[key] > limits.max_layer_size:
+                raise TrainingRequestError(f"architecture.{i}.{key}", f"at most {limits.max_layer_size} "
+                                           f"(MINIGRAD_TRAIN_MAX_LAYER_SIZE), got {layer[key]}")
+    for (_, previous), (i, layer) in zip(linears, linears[1:]):
+        if layer["in_features"] != previous["out_features"]:
+            raise TrainingRequestError(f"architecture.{i}.in_features", f"expected {previous['out_features']} "
+                                       f"(the previous Linear's out_features), got {layer['in_features']}")
+    return linears[0][1]["in_features"], linears[-1][1]["out_features"]
+
+
+def _pair(block: dict, path: str, n_inputs: int, n_outputs: int, loss: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+    inputs = _rows(block["inputs"], f"{path}.inputs", dtype, allow_flat=False)
+    if inputs.shape[1] != n_inputs:
+        raise TrainingRequestError(f"{path}.inputs", f"expected rows of {n_inputs} numbers (the model's input "
+                                                     f"width), got {inputs.shape[1]}")
+    targets = _rows(block["targets"], f"{path}.targets", np.float64, allow_flat=True)
+    if len(targets) != len(inputs):
+        raise TrainingRequestError(f"{path}.targets", f"expected {len(inputs)} rows (one per input row), "
+                                                      f"got {len(targets)}")
+    if targets.ndim == 1 and loss == "cross_entropy":
+        if not np.array_equal(targets, np.round(targets)) or targets.min() < 0 or targets.max() >= n_outputs:
+            raise TrainingRequestError(f"{path}.targets", f"class indices must be whole numbers in [0, {n_outputs})")
+        return inputs, targets.astype(np.intp)
+    if targets.ndim == 1:
+        targets = targets[:, np.newaxis]
+    if targets.shape[1] != n_outputs:
+        raise TrainingRequestError(f"{path}.targets", f"expected rows of {n_outputs} numbers (the model's output "
+                                                      f"width), got {targets.shape[1]}")
+    return inputs, targets.astype(dtype)
+
+
+def _check_sizes(inputs: np.ndarray, epochs: int, limits: JobLimits) -> None:
+    samples, features = inputs.shape
+    checks = (
+        ("data.inputs", samples, limits.max_samples, "samples (rows)", "MAX_SAMPLES"),
+        ("data.inputs", features, limits.max_features, "features (columns)", "MAX_FEATURES"),
+        ("data.inputs", samples * features, limits.max_values, "values (rows x columns)", "MAX_VALUES"),
+        ("epochs", epochs, limits.max_epochs, "epochs", "MAX_EPOCHS"),
+        ("epochs", epochs * samples, limits.max_sample_epochs, "sample-epochs (epochs x rows)", "MAX_SAMPLE_EPOCHS"),
+    )
+    for path, value, limit, what, name in checks:
+        if value > limit:
+            raise TrainingRequestError(path, f"at most {limit} {what} per job (MINIGRAD_TRAIN_{name}), got {value}")
+
+
+def prepare_training(body: dict, limits: JobLimits, registry) -> tuple[dict, dict]:
+    """``(summary, payload)``: the job's request as recorded (no data), and the task's argument."""
+    if "architecture" in body:
+        n_inputs, n_outputs = _check_architecture(body["architecture"], limits)
+        dtype = np.dtype(body.get("dtype", "float64"))
+        base = None
+    else:
+        loaded = registry.get(body["model"], body.get("version"))  # ModelNotFound / VersionNotFound: 404
+        n_inputs, n_outputs, dtype = loaded.n_inputs, loaded.n_outputs, loaded.dtype
+        base = {"name": loaded.name, "version": loaded.version}
+
+    loss = body["loss"]
+    inputs, targets = _pair(body["data"], "data", n_inputs, n_outputs, loss, dtype)
+    _check_sizes(inputs, body["epochs"], limits)
+    validation = None
+    if "validation" in body:
+        validation = _pair(body["validation"], "validation", n_inputs, n_outputs, loss, dtype)
+        if len(validation[0]) > limits.max_samples:
+            raise TrainingRequestError("validation.inputs", f"at most {limits.max_samples} samples (rows)")
+    if body.get("validation_split") and round(len(inputs) * body["validation_split"]) >= len(inputs):
+        raise TrainingRequestError("validation_split", f"leaves no training rows out of {len(inputs)}")
+
+    seed = body["seed"] if "seed" in body else secrets.randbits(63)
+    spec = {
+        "inputs": inputs,
+        "targets": targets,
+        "epochs": body["epochs"],
+        "seed": seed,
+        "loss": loss,
+        "optimizer": body["optimizer"],
+        "batch_size": body.get("batch_size"),
+        "shuffle": body["shuffle"],
+        "architecture": body.get("architecture"),
+        "dtype": dtype.name,
+        "validation": validation,
+        "validation_split": body.get("validation_split"),
+    }
+    summary = {key: body[key] for key in body if key not in ("data", "validation")}
+    summary.update(seed=seed, samples=len(inputs), features=n_inputs, outputs=n_outputs, dtype=dtype.name)
+    if base:
+        summary["version"] = base["version"]
+    if validation is not None:
+        summary["validation_samples"] = len(validation[0])
+    payload = {"spec": spec, "base": base, "save_as": body.get("save_as")}
+    return summary, payload

@@ -1,0 +1,153 @@
+"""The body of the Huey task: one training job from ``queued`` to a finished status.
+
+Huey delivers a task at most once and knows nothing of our statuses, so this code owns them: it
+claims the job (queued -> running), keeps a heartbeat while it trains, records progress, stops when a
+cancel is requested, and records why it failed. Success is marked by ``JobBackend._mark_succeeded``
+once Huey has stored the returned model document.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from threadpoolctl import threadpool_limits
+
+import minigrad
+from service.training import TrainingSpec, train
+
+from .store import CANCELLED, FAILED, QUEUED, RUNNING
+
+logger = logging.getLogger("minigrad.jobs")
+
+# Progress is written at most this often: an XOR epoch takes microseconds, a store write does not.
+PROGRESS_INTERVAL = 0.25
+
+
+class Heartbeat:
+    """Renews ``heartbeat_at`` from a thread, so an epoch longer than the timeout is not taken for a
+    dead worker; it stops on its own once the job is no longer running."""
+
+    def __init__(self, store, job_id, interval):
+        self.store, self.job_id, self.interval = store, job_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            if self.store.update(self.job_id, expect={RUNNING}, heartbeat_at=time.time()) is None:
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class ProgressRecorder:
+    """The ``fit`` callback: buffers epoch records, flushes them with the heartbeat, and answers
+    ``False`` (stop) as soon as the job was cancelled or taken from this worker."""
+
+    def __init__(self, store, job_id):
+        self.store, self.job_id = store, job_id
+        self.pending = []
+        self.last_flush = time.monotonic()
+        self.stopped_because = None
+
+    def __call__(self, record):
+        self.pending.append(dict(record))
+        current = self.store.get(self.job_id)
+        if current is None or current["status"] != RUNNING or current["cancel_requested"]:
+            self.stopped_because = "cancelled" if current and current["cancel_requested"] else "taken away"
+            return False
+        if time.monotonic() - self.last_flush >= PROGRESS_INTERVAL:
+            self.flush()
+        return True
+
+    def flush(self):
+        if not self.pending:
+            return
+        epoch = self.pending[-1]["epoch"]
+        self.store.append_history(self.job_id, self.pending)
+        self.store.update(self.job_id, expect={RUNNING}, epoch=epoch, heartbeat_at=time.time())
+        self.pending = []
+        self.last_flush = time.monotonic()
+
+
+def _fail(store, job_id, reason):
+    store.update(job_id, expect={RUNNING}, status=FAILED, error=reason, finished_at=time.time())
+
+
+def _base_document(backend, base):
+    # The version was fixed when the job was accepted, so a model registered meanwhile does not
+    # change what this job trains.
+    return backend.registry.get(base["name"], base["version"]).document
+
+
+def run_training_job(backend, job_id: str, payload: dict):
+    """Returns the trained model document (Huey stores it as the task result), or None."""
+    store = backend.store
+    now = time.time()
+    claimed = store.update(
+        job_id,
+        expect=lambda r: r["status"] == QUEUED and not r["cancel_requested"],
+        status=RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+    )
+    if claimed is None:
+        # Cancelled while queued (a cancel that raced with a requeue is finished here), or not ours.
+        store.update(job_id, expect=lambda r: r["status"] == QUEUED and r["cancel_requested"],
+                     status=CANCELLED, finished_at=now)
+        return None
+    store.clear_history(job_id)
+    recorder = ProgressRecorder(store, job_id)
+    try:
+        base = payload.get("base")
+        spec = TrainingSpec(base_document=_base_document(backend, base) if base else None, **payload["spec"])
+        # One BLAS thread per job: training must not take the cores the web workers predict on.
+        with Heartbeat(store, job_id, backend.settings.heartbeat_interval), threadpool_limits(limits=1):
+            model, history = train(spec, callback=recorder)
+    except minigrad.TrainingDiverged as exc:
+        recorder.flush()
+        _fail(store, job_id, f"training diverged: {exc}")
+        return None
+    except Exception as exc:  # any failure must end as a readable job error
+        logger.exception("training job %s failed", job_id)
+        recorder.flush()
+        _fail(store, job_id, f"{type(exc).__name__}: {exc}")
+        return None
+    recorder.flush()
+    if recorder.stopped_because == "cancelled":
+        store.update(job_id, expect={RUNNING}, status=CANCELLED, finished_at=time.time())
+        return None
+    if recorder.stopped_because is not None:
+        return None
+
+    document = model.to_dict()
+    document["metadata"] = {
+        **document.get("metadata", {}),
+        "trained_by_job": job_id,
+        "epochs": len(history),
+        "final_loss": history[-1]["loss"],
+        "seed": payload["spec"]["seed"],
+    }
+    result = {"final_loss": history[-1]["loss"], "epochs_run": len(history), "registered": None}
+    save_as = payload.get("save_as")
+    if save_as:
+        try:
+            loaded = backend.registry.put(save_as, document)
+        except Exception as exc:  # a rejected save fails the job, said plainly
+            _fail(store, job_id, f"could not register the model as {save_as!r}: {exc}")
+            return None
+        result["registered"] = {"name": loaded.name, "version": loaded.version}
+    if store.update(job_id, expect={RUNNING}, result=result, epoch=len(history)) is None:
+        return None
+    return document

@@ -1,0 +1,81 @@
+"""Job settings: where the queue lives, how fast it is polled, how long things are kept, and the limits.
+
+Every value comes from an environment variable (or the same key in the Flask config), so gunicorn
+workers, the consumer and consumers on other machines agree by sharing one environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """What one training request may ask for; each breach is a 4xx naming the field."""
+
+    max_samples: int = 100_000
+    max_features: int = 4_096
+    max_values: int = 5_000_000  # samples x features, which bounds the queue message and the body
+    max_layer_size: int = 4_096
+    max_layers: int = 32
+    max_epochs: int = 10_000
+    max_sample_epochs: int = 50_000_000  # epochs x samples: the compute budget of one job
+    max_active_jobs: int = 8  # queued + running, across every client
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    data_dir: Path = Path("var")
+    model_dir: Path = Path("models")
+    redis_url: str | None = None
+    queue_name: str = "minigrad"
+    # The consumer polls SQLite this often when idle; Redis wakes it at once (blocking pop).
+    poll_interval: float = 0.1
+    # A running job renews its heartbeat at least this often...
+    heartbeat_interval: float = 2.0
+    # ...and is declared lost once its heartbeat is older than this.
+    heartbeat_timeout: float = 30.0
+    # Finished jobs (record, history and trained model) are deleted this long after they finished.
+    retention_seconds: float = 7 * 24 * 3600.0
+    limits: JobLimits = JobLimits()
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @classmethod
+    def from_mapping(cls, config) -> JobSettings:
+        """Read ``MINIGRAD_*`` keys from ``config`` (a Flask config or ``os.environ``)."""
+
+        def get(key, default, kind):
+            value = config.get(key)
+            if value in (None, ""):
+                return default
+            try:
+                return kind(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{key}: expected {kind.__name__}, got {value!r}") from None
+
+        limits = JobLimits(
+            **{
+                f.name: get(f"MINIGRAD_TRAIN_{f.name.upper()}", f.default, int)
+                for f in fields(JobLimits)
+            }
+        )
+        return cls(
+            data_dir=Path(get("MINIGRAD_DATA_DIR", cls.data_dir, str)),
+            model_dir=Path(get("MINIGRAD_MODEL_DIR", cls.model_dir, str)),
+            redis_url=get("MINIGRAD_REDIS_URL", None, str),
+            queue_name=get("MINIGRAD_QUEUE_NAME", cls.queue_name, str),
+            poll_interval=get("MINIGRAD_POLL_INTERVAL", cls.poll_interval, float),
+            heartbeat_interval=get("MINIGRAD_HEARTBEAT_INTERVAL", cls.heartbeat_interval, float),
+            heartbeat_timeout=get("MINIGRAD_HEARTBEAT_TIMEOUT", cls.heartbeat_timeout, float),
+            retention_seconds=get("MINIGRAD_JOB_RETENTION_SECONDS", cls.retention_seconds, float),
+            limits=limits,
+        )
+
+    @classmethod
+    def from_env(cls) -> JobSettings:
+        return cls.from_mapping(os.environ)

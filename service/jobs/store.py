@@ -1,0 +1,328 @@
+"""Job records, kept in the same backend as the queue so every web worker and consumer sees the same jobs.
+
+A record is a flat JSON object (``id``, ``status``, ``created_at``, ``progress``...). Every change goes
+through ``update(job_id, expect=..., **fields)``, a compare-and-set on ``status`` done inside one
+backend transaction, so a cancel, a finishing task and the reaper can race without losing a write.
+The per-epoch history is kept apart (append-only) so a long run does not rewrite it every epoch.
+
+``SqliteJobStore`` adds two tables to the SqliteHuey file; ``RedisJobStore`` uses keys beside
+RedisHuey's, through the same connection pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = "queued", "running", "succeeded", "failed", "cancelled", "lost"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST)
+ACTIVE = frozenset({QUEUED, RUNNING})
+FINISHED = frozenset(STATUSES) - ACTIVE
+
+
+class JobStore(ABC):
+    """The operations the API, the task and the reaper need; both backends implement exactly these."""
+
+    @abstractmethod
+    def create(self, record: dict, max_active: int) -> bool:
+        """Insert a new ``queued`` record unless ``max_active`` jobs are already queued or running."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> dict | None: ...
+
+    @abstractmethod
+    def update(self, job_id: str, expect=None, **changes) -> dict | None:
+        """Merge ``changes`` into the record if it matches ``expect``: a set of statuses, a predicate
+        on the record, or None for any.
+
+        Returns the updated record, or None when the job does not exist or its status did not match.
+        """
+
+    @abstractmethod
+    def page(self, offset: int, limit: int) -> tuple[list[dict], int]:
+        """Records newest first, and the total count."""
+
+    @abstractmethod
+    def count_active(self) -> int: ...
+
+    @abstractmethod
+    def running_with_heartbeat_before(self, cutoff: float) -> list[str]: ...
+
+    @abstractmethod
+    def finished_before(self, cutoff: float) -> list[str]: ...
+
+    @abstractmethod
+    def append_history(self, job_id: str, records: list[dict]) -> None: ...
+
+    @abstractmethod
+    def history(self, job_id: str) -> list[dict]: ...
+
+    @abstractmethod
+    def clear_history(self, job_id: str) -> None:
+        """Forget the epochs of an earlier attempt (a job put back in the queue starts over)."""
+
+    @abstractmethod
+    def delete(self, job_id: str) -> None: ...
+
+
+def _merge(record: dict | None, expect, changes: dict) -> dict | None:
+    """``expect``: None (any record), a collection of statuses, or a predicate on the current record."""
+    if record is None:
+        return None
+    if expect is not None and not (expect(record) if callable(expect) else record["status"] in expect):
+        return None
+    return {**record, **changes}
+
+
+class SqliteJobStore(JobStore):
+    _ddl = (
+        "create table if not exists minigrad_job ("
+        " id text primary key, created_at real not null, status text not null,"
+        " heartbeat_at real, finished_at real, record text not null)",
+        "create index if not exists minigrad_job_created on minigrad_job (created_at)",
+        "create index if not exists minigrad_job_status on minigrad_job (status, heartbeat_at)",
+        "create table if not exists minigrad_job_epoch ("
+        " job_id text not null, epoch integer not null, record text not null, primary key (job_id, epoch))",
+    )
+
+    def __init__(self, filename):
+        self.filename = str(filename)
+        # One connection per thread and process: sqlite3 connections must not cross a fork.
+        self._local = threading.local()
+        with self._transaction() as db:
+            for statement in self._ddl:
+                db.execute(statement)
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = sqlite3.connect(self.filename, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("pragma journal_mode=wal")
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def _transaction(self):
+        # "begin immediate" takes the write lock up front, so read-check-write is atomic across processes.
+        db = self._connection()
+        db.execute("begin immediate")
+        try:
+            yield db
+        except BaseException:
+            db.execute("rollback")
+            raise
+        db.execute("commit")
+
+    @staticmethod
+    def _row(record: dict) -> tuple:
+        return (
+            record["created_at"],
+            record["status"],
+            record.get("heartbeat_at"),
+            record.get("finished_at"),
+            json.dumps(record),
+            record["id"],
+        )
+
+    def create(self, record, max_active):
+        with self._transaction() as db:
+            (active,) = db.execute(
+                "select count(*) from minigrad_job where status in (?, ?)", (QUEUED, RUNNING)
+            ).fetchone()
+            if active >= max_active:
+                return False
+            db.execute(
+                "insert into minigrad_job (created_at, status, heartbeat_at, finished_at, record, id)"
+                " values (?, ?, ?, ?, ?, ?)",
+                self._row(record),
+            )
+        return True
+
+    def get(self, job_id):
+        row = self._connection().execute("select record from minigrad_job where id = ?", (job_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def update(self, job_id, expect=None, **changes):
+        with self._transaction() as db:
+            row = db.execute("select record from minigrad_job where id = ?", (job_id,)).fetchone()
+            record = _merge(json.loads(row[0]) if row else None, expect, changes)
+            if record is not None:
+                db.execute(
+                    "update minigrad_job set created_at = ?, status = ?, heartbeat_at = ?, finished_at = ?,"
+                    " record = ? where id = ?",
+                    self._row(record),
+                )
+        return record
+
+    def page(self, offset, limit):
+        db = self._connection()
+        rows = db.execute(
+            "select record from minigrad_job order by created_at desc, id desc limit ? offset ?", (limit, offset)
+        ).fetchall()
+        (total,) = db.execute("select count(*) from minigrad_job").fetchone()
+        return [json.loads(r) for (r,) in rows], total
+
+    def count_active(self):
+        query = "select count(*) from minigrad_job where status in (?, ?)"
+        return self._connection().execute(query, (QUEUED, RUNNING)).fetchone()[0]
+
+    def running_with_heartbeat_before(self, cutoff):
+        query = "select id from minigrad_job where status = ? and heartbeat_at < ?"
+        return [i for (i,) in self._connection().execute(query, (RUNNING, cutoff))]
+
+    def finished_before(self, cutoff):
+        query = "select id from minigrad_job where finished_at is not null and finished_at < ?"
+        return [i for (i,) in self._connection().execute(query, (cutoff,))]
+
+    def append_history(self, job_id, records):
+        with self._transaction() as db:
+            db.executemany(
+                "insert or replace into minigrad_job_epoch (job_id, epoch, record) values (?, ?, ?)",
+                [(job_id, r["epoch"], json.dumps(r)) for r in records],
+            )
+
+    def history(self, job_id):
+        query = "select record from minigrad_job_epoch where job_id = ? order by epoch"
+        return [json.loads(r) for (r,) in self._connection().execute(query, (job_id,))]
+
+    def clear_history(self, job_id):
+        with self._transaction() as db:
+            db.execute("delete from minigrad_job_epoch where job_id = ?", (job_id,))
+
+    def delete(self, job_id):
+        with self._transaction() as db:
+            db.execute("delete from minigrad_job_epoch where job_id = ?", (job_id,))
+            db.execute("delete from minigrad_job where id = ?", (job_id,))
+
+
+class RedisJobStore(JobStore):
+    """Records as JSON strings; sorted sets index them by creation, heartbeat and finish time."""
+
+    def __init__(self, conn, name: str):
+        self.conn = conn
+        self.prefix = f"minigrad.jobs.{name}"
+        self.index = f"{self.prefix}.index"  # id -> created_at
+        self.active = f"{self.prefix}.active"  # set of queued/running ids
+        self.heartbeats = f"{self.prefix}.heartbeats"  # running id -> heartbeat_at
+        self.finished = f"{self.prefix}.finished"  # finished id -> finished_at
+
+    def _key(self, job_id):
+        return f"{self.prefix}.job.{job_id}"
+
+    def _history_key(self, job_id):
+        return f"{self.prefix}.history.{job_id}"
+
+    def _write(self, pipe, record):
+        job_id = record["id"]
+        pipe.set(self._key(job_id), json.dumps(record))
+        pipe.zadd(self.index, {job_id: record["created_at"]})
+        if record["status"] in ACTIVE:
+            pipe.sadd(self.active, job_id)
+        else:
+            pipe.srem(self.active, job_id)
+        if record["status"] == RUNNING and record.get("heartbeat_at") is not None:
+            pipe.zadd(self.heartbeats, {job_id: record["heartbeat_at"]})
+        else:
+            pipe.zrem(self.heartbeats, job_id)
+        if record.get("finished_at") is not None:
+            pipe.zadd(self.finished, {job_id: record["finished_at"]})
+
+    def _optimistic(self, watched, body):
+        """Run ``body(pipe)`` under WATCH of ``watched`` keys, retrying when another client wrote them."""
+        from redis.exceptions import WatchError
+
+        with self.conn.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*watched)
+                    return body(pipe)
+                except WatchError:
+                    continue
+
+    def create(self, record, max_active):
+        def body(pipe):
+            if pipe.scard(self.active) >= max_active:
+                pipe.unwatch()
+                return False
+            pipe.multi()
+            self._write(pipe, record)
+            pipe.execute()
+            return True
+
+        return self._optimistic([self.active], body)
+
+    def get(self, job_id):
+        raw = self.conn.get(self._key(job_id))
+        return json.loads(raw) if raw is not None else None
+
+    def update(self, job_id, expect=None, **changes):
+        key = self._key(job_id)
+
+        def body(pipe):
+            raw = pipe.get(key)
+            record = _merge(json.loads(raw) if raw is not None else None, expect, changes)
+            if record is None:
+                pipe.unwatch()
+                return None
+            pipe.multi()
+            self._write(pipe, record)
+            pipe.execute()
+            return record
+
+        return self._optimistic([key], body)
+
+    def page(self, offset, limit):
+        ids = self.conn.zrevrange(self.index, offset, offset + limit - 1)
+        raws = self.conn.mget([self._key(i.decode()) for i in ids]) if ids else []
+        return [json.loads(r) for r in raws if r is not None], self.conn.zcard(self.index)
+
+    def count_active(self):
+        return self.conn.scard(self.active)
+
+    def running_with_heartbeat_before(self, cutoff):
+        return [i.decode() for i in self.conn.zrangebyscore(self.heartbeats, "-inf", f"({cutoff!r}")]
+
+    def finished_before(self, cutoff):
+        return [i.decode() for i in self.conn.zrangebyscore(self.finished, "-inf", f"({cutoff!r}")]
+
+    def append_history(self, job_id, records):
+        if records:
+            self.conn.rpush(self._history_key(job_id), *[json.dumps(r) for r in records])
+
+    def history(self, job_id):
+        return [json.loads(r) for r in self.conn.lrange(self._history_key(job_id), 0, -1)]
+
+    def clear_history(self, job_id):
+        self.conn.delete(self._history_key(job_id))
+
+    def delete(self, job_id):
+        with self.conn.pipeline() as pipe:
+            pipe.delete(self._key(job_id), self._history_key(job_id))
+            for index in (self.index, self.heartbeats, self.finished):
+                pipe.zrem(index, job_id)
+            pipe.srem(self.active, job_id)
+            pipe.execute()
+
+
+def new_record(job_id: str, request: dict, epochs: int, now: float | None = None) -> dict:
+    """The record of a job that was just accepted."""
+    return {
+        "id": job_id,
+        "status": QUEUED,
+        "created_at": time.time() if now is None else now,
+        "started_at": None,
+        "finished_at": None,
+        "heartbeat_at": None,
+        "worker": None,
+        "epoch": 0,
+        "epochs": epochs,
+        "cancel_requested": False,
+        "request": request,
+        "error": None,
+        "result": None,
+    }

@@ -1,0 +1,172 @@
+"""POST /train and /jobs: training runs on the job queue, never in a request thread."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from flask import url_for
+
+from .api import Blueprint
+from .auth import require_token
+from .errors import abort_problem
+from .jobs import get_job_backend, housekeeping_on_read
+from .jobs.requests import TrainingRequestError, prepare_training
+from .jobs.schemas import JobListSchema, JobSchema, PageArgsSchema, TrainRequestSchema, WaitArgsSchema
+from .jobs.store import ACTIVE, CANCELLED, FINISHED, QUEUED, SUCCEEDED
+from .registry import get_registry
+from .schemas import model_document_schema
+
+blp = Blueprint("jobs", __name__, description="Training jobs: submit, follow, cancel, fetch the trained model")
+
+# How long POST /train?wait= may hold a web worker; keep it under gunicorn's worker timeout.
+MAX_WAIT_SECONDS = 25.0
+WAIT_POLL_SECONDS = 0.05
+
+
+def _time(value):
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def job_view(record: dict, history: list | None = None) -> dict:
+    """The JSON shape of a job record (``JobSchema``)."""
+    now = time.time()
+    started, finished = record["started_at"], record["finished_at"]
+    view = {
+        "id": record["id"],
+        "status": record["status"],
+        "progress": {"epoch": record["epoch"], "epochs": record["epochs"]},
+        "cancel_requested": record["cancel_requested"],
+        "timings": {
+            "created_at": _time(record["created_at"]),
+            "started_at": _time(started),
+            "finished_at": _time(finished),
+            "heartbeat_at": _time(record["heartbeat_at"]),
+            "queued_seconds": None if started is None else started - record["created_at"],
+            "running_seconds": None if started is None else (finished or now) - started,
+        },
+        "worker": record["worker"],
+        "request": record["request"],
+        "error": record["error"],
+        "result": None,
+        "url": url_for("jobs.show_job", job_id=record["id"]),
+    }
+    if record["status"] == SUCCEEDED and record["result"] is not None:
+        view["result"] = {**record["result"], "model_url": url_for("jobs.job_model", job_id=record["id"])}
+    if history is not None:
+        view["history"] = history
+    return view
+
+
+def _job_or_404(job_id: str) -> dict:
+    record = get_job_backend().store.get(job_id)
+    if record is None:
+        abort_problem(404, "Job not found", f"No job with id {job_id!r} (finished jobs are kept for "
+                      "MINIGRAD_JOB_RETENTION_SECONDS).", type="urn:minigrad:problem:job-not-found")
+    return record
+
+
+def _wait_until_finished(job_id: str, seconds: float) -> dict:
+    store = get_job_backend().store
+    deadline = time.monotonic() + min(seconds, MAX_WAIT_SECONDS)
+    record = store.get(job_id)
+    while record["status"] in ACTIVE and time.monotonic() < deadline:
+        time.sleep(WAIT_POLL_SECONDS)
+        record = store.get(job_id)
+    return record
+
+
+@blp.route("/train", methods=["POST"])
+@require_token
+@blp.arguments(TrainRequestSchema)
+@blp.arguments(WaitArgsSchema, location="query", as_kwargs=True)
+@blp.response(202, JobSchema, description="Accepted: the job is queued (or still running after ?wait=)")
+@blp.alt_response(200, schema=JobSchema, description="With ?wait=: the job finished within the wait")
+@blp.alt_response(429, description="Too many jobs queued or running")
+def submit_training(body, wait=None):
+    """Queue a training job; ``Location`` points at it. ``?wait=S`` answers 200 once it finished within S s."""
+    backend = get_job_backend()
+    try:
+        summary, payload = prepare_training(body, backend.settings.limits, get_registry())
+    except TrainingRequestError as error:
+        abort_problem(422, "Invalid training request", str(error), type="urn:minigrad:problem:invalid-training",
+                      errors={"json": error.messages})
+    record = backend.submit(summary, payload, body["epochs"])
+    if record is None:
+        limit = backend.settings.limits.max_active_jobs
+        abort_problem(429, "Too many jobs", f"{limit} jobs are already queued or running "
+                      "(MINIGRAD_TRAIN_MAX_ACTIVE_JOBS); retry when one has finished.",
+                      type="urn:minigrad:problem:too-many-jobs", headers={"Retry-After": "5"})
+    status = 202
+    if wait:
+        record = _wait_until_finished(record["id"], wait)
+        status = 200 if record["status"] in FINISHED else 202
+    history = get_job_backend().store.history(record["id"]) if status == 200 else None
+    return job_view(record, history), status, {"Location": url_for("jobs.show_job", job_id=record["id"])}
+
+
+@blp.route("/jobs")
+@blp.arguments(PageArgsSchema, location="query", as_kwargs=True)
+@blp.response(200, JobListSchema)
+def list_jobs(page, per_page):
+    """Jobs, newest first, a page at a time (without their per-epoch history)."""
+    housekeeping_on_read()
+    records, total = get_job_backend().store.page((page - 1) * per_page, per_page)
+    more = page * per_page < total
+    return {
+        "jobs": [job_view(r) for r in records],
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+        "next": url_for("jobs.list_jobs", page=page + 1, per_page=per_page) if more else None,
+    }
+
+
+@blp.route("/jobs/<job_id>")
+@blp.response(200, JobSchema)
+@blp.alt_response(404, description="No such job")
+def show_job(job_id):
+    """One job with its status, progress, per-epoch history, timings and error."""
+    housekeeping_on_read()
+    record = _job_or_404(job_id)
+    return job_view(record, get_job_backend().store.history(job_id))
+
+
+@blp.route("/jobs/<job_id>/model")
+@blp.response(200, model_document_schema())
+@blp.alt_response(404, description="No such job")
+@blp.alt_response(409, description="The job has not succeeded (yet)")
+def job_model(job_id):
+    """The trained model document the job handed back (also registered when it had ``save_as``)."""
+    record = _job_or_404(job_id)
+    if record["status"] != SUCCEEDED:
+        abort_problem(409, "No trained model", f"Job {job_id} is {record['status']}; a model is handed back "
+                      "only by a succeeded job.", type="urn:minigrad:problem:job-not-succeeded",
+                      status_of_job=record["status"])
+    document = get_job_backend().trained_document(job_id)
+    if document is None:
+        abort_problem(404, "Trained model gone", f"Job {job_id} succeeded but its model is no longer stored.",
+                      type="urn:minigrad:problem:job-model-gone")
+    return document
+
+
+@blp.route("/jobs/<job_id>", methods=["DELETE"])
+@require_token
+@blp.response(200, JobSchema, description="Cancelled (it was still queued)")
+@blp.alt_response(202, schema=JobSchema, description="Cancel requested: the running job stops after its epoch")
+@blp.alt_response(404, description="No such job")
+@blp.alt_response(409, description="The job already finished")
+def cancel_job(job_id):
+    """Cancel a job: a queued one at once, a running one at the end of its current epoch."""
+    store = get_job_backend().store
+    _job_or_404(job_id)
+    record = store.update(job_id, expect={QUEUED}, status=CANCELLED, cancel_requested=True,
+                          finished_at=time.time())
+    if record is not None:
+        return job_view(record, store.history(job_id))
+    record = store.update(job_id, expect=ACTIVE, cancel_requested=True)
+    if record is not None:
+        return job_view(record, store.history(job_id)), 202
+    record = _job_or_404(job_id)
+    abort_problem(409, "Job already finished", f"Job {job_id} is {record['status']}; only a queued or running "
+                  "job can be cancelled.", type="urn:minigrad:problem:job-finished", status_of_job=record["status"])

@@ -1,0 +1,68 @@
+"""``python -m service.worker`` (or ``minigrad-worker``): a Huey consumer that runs training jobs.
+
+Start one beside the web service (``make serve`` does), or on other machines pointed at the same
+Redis (``MINIGRAD_REDIS_URL``) to add training capacity. It reads the same ``MINIGRAD_*`` variables
+as the service. Stop it with Ctrl-C (waits for running jobs) or SIGTERM (puts them back in the queue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from huey.constants import WORKER_TYPES
+
+from .jobs.backend import JobBackend
+from .jobs.reaper import ReaperThread
+from .jobs.settings import JobSettings
+
+logger = logging.getLogger("minigrad.worker")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="minigrad-worker", description=__doc__.splitlines()[0])
+    parser.add_argument("-w", "--workers", type=int, default=int(os.environ.get("MINIGRAD_WORKERS", "1")),
+                        help="jobs run at the same time by this consumer (default: $MINIGRAD_WORKERS or 1)")
+    parser.add_argument("-k", "--worker-type", choices=WORKER_TYPES, default="thread",
+                        help="Huey worker model; 'process' trains several jobs on several cores (default: thread)")
+    parser.add_argument("--nice", type=int, default=int(os.environ.get("MINIGRAD_WORKER_NICE", "10")),
+                        help="CPU niceness added to this process, so predictions on the same machine come "
+                             "first (default: $MINIGRAD_WORKER_NICE or 10)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every task, not only warnings")
+    return parser.parse_args(argv)
+
+
+def build_consumer(backend: JobBackend, workers: int = 1, worker_type: str = "thread"):
+    poll = backend.settings.poll_interval
+    # Huey backs off to a 10 s poll when idle by default; a constant short poll (SQLite) makes a job
+    # start within a second. Periodic tasks are off: housekeeping has its own thread (ReaperThread),
+    # so it never waits behind a long training job for a free worker.
+    return backend.huey.create_consumer(
+        workers=workers,
+        worker_type=worker_type,
+        initial_delay=poll,
+        max_delay=poll,
+        backoff=1.0,
+        periodic=False,
+    )
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.nice:
+        os.nice(args.nice)
+    backend = JobBackend(JobSettings.from_env())
+    settings = backend.settings
+    logger.warning("minigrad worker: %s backend, %d %s worker(s), heartbeat timeout %g s",
+                   backend.backend_name, args.workers, args.worker_type, settings.heartbeat_timeout)
+    reaper = ReaperThread(backend, interval=max(0.5, min(settings.heartbeat_timeout / 2, 30.0)))
+    reaper.start()
+    build_consumer(backend, args.workers, args.worker_type).run()
+    reaper.stopped.set()
+
+
+if __name__ == "__main__":
+    main()
