@@ -398,7 +398,7 @@ class LayerSpecField(fields.Field):
 
     def _deserialize(self, value, attr, data, **kwargs) -> dict:
         if not isinstance(value, Mapping):
-            raise ValidationError(f"expected a layer object with a \"type\", got {describe(value)}")
+            raise ValidationError(f'expected a layer object with a "type", got {describe(value)}')
         kind = value.get("type")
         if "type" not in value:
             raise ValidationError({"type": [f"required field is missing; expected one of {_known_types()}"]})
@@ -425,7 +425,9 @@ class ModelDocumentSchema(_StrictSchema):
     """
 
     format = Text(required=True, validate=validate.Equal(FORMAT, error=f"expected '{FORMAT}', got {{input!r}}"))
-    version = WholeNumber(required=True)
+    # Other integers never reach this validator (the pre_load hook reports them first); it states
+    # the constraint for OpenAPI and the JSON Schema file.
+    version = WholeNumber(required=True, validate=validate.Equal(VERSION, error="unsupported version {input}"))
     dtype = Text(required=True, validate=validate.OneOf(DTYPES, error="expected one of {choices}, got {input!r}"))
     layers = fields.List(
         LayerSpecField(metadata={"description": "A layer spec; `type` selects which: " + _known_types()}),
