@@ -19,8 +19,6 @@ from .schemas import model_document_schema
 
 blp = Blueprint("jobs", __name__, description="Training jobs: submit, follow, cancel, fetch the trained model")
 
-# How long POST /train?wait= may hold a web worker; keep it under gunicorn's worker timeout.
-MAX_WAIT_SECONDS = 25.0
 WAIT_POLL_SECONDS = 0.05
 
 
@@ -67,8 +65,9 @@ def _job_or_404(job_id: str) -> dict:
 
 
 def _wait_until_finished(job_id: str, seconds: float) -> dict:
-    store = get_job_backend().store
-    deadline = time.monotonic() + min(seconds, MAX_WAIT_SECONDS)
+    backend = get_job_backend()
+    store = backend.store
+    deadline = time.monotonic() + min(seconds, backend.settings.max_wait_seconds)
     record = store.get(job_id)
     while record["status"] in ACTIVE and time.monotonic() < deadline:
         time.sleep(WAIT_POLL_SECONDS)

@@ -10,40 +10,54 @@ from __future__ import annotations
 import secrets
 
 import numpy as np
+from marshmallow import ValidationError
+
+from minigrad.format import finite_array
 
 from .settings import JobLimits
 
 
 class TrainingRequestError(ValueError):
-    def __init__(self, path: str, message: str):
-        super().__init__(f"{path}: {message}")
+    """``path`` (``"data.inputs"``) and a message, or marshmallow-style nested messages below that path."""
+
+    def __init__(self, path: str, message):
         self.path, self.message = path, message
+        super().__init__(_flatten(path, message))
 
     @property
     def messages(self) -> dict:
         """``"data.inputs"`` -> ``{"data": {"inputs": [message]}}``."""
-        nested: dict | list = [self.message]
+        nested = [self.message] if isinstance(self.message, str) else self.message
         for part in reversed(self.path.split(".")):
             nested = {part: nested}
         return nested
 
 
+def _flatten(path: str, message) -> str:
+    """The first message, with its place: ``data.inputs[0][1]: expected a number, got true``."""
+    while isinstance(message, dict):
+        index, message = next(iter(message.items()))
+        path += f"[{index}]"
+    if isinstance(message, list):
+        message = message[0]
+    return f"{path}: {message}"
+
+
 def _rows(values, path: str, dtype, allow_flat: bool) -> np.ndarray:
-    """A rectangular, finite [n, width] array (or [n] when ``allow_flat``), converted in one numpy pass."""
+    """A rectangular, finite [n, width] array (or [n] when ``allow_flat``): one numpy pass, and the
+    place of the first defect when there is one (``minigrad.format.finite_array``)."""
+    ndim = 2 if not allow_flat or (isinstance(values, list) and values and isinstance(values[0], list)) else 1
     try:
-        array = np.asarray(values)
-    except (ValueError, TypeError, OverflowError):
-        raise TrainingRequestError(path, "expected a list of rows of equal length") from None
-    if array.dtype.kind not in "iuf":
-        raise TrainingRequestError(path, "expected numbers only (no strings, booleans or nulls), in rows of "
-                                         "equal length")
-    if array.ndim not in ((1, 2) if allow_flat else (2,)) or array.shape[0] == 0 or array.size == 0:
+        array = finite_array(values, ndim)
+    except ValidationError as error:
+        raise TrainingRequestError(path, error.messages) from None
+    if array.ndim != ndim or array.size == 0:
         shape = "a list of rows, or a flat list" if allow_flat else "a non-empty list of rows (lists of numbers)"
         raise TrainingRequestError(path, f"expected {shape}; got an array of shape {list(array.shape)}")
     with np.errstate(over="ignore"):
-        array = array.astype(dtype)
+        array = array.astype(dtype, copy=False)
     if not np.isfinite(array).all():
-        raise TrainingRequestError(path, f"contains a number that is not finite as {np.dtype(dtype).name}")
+        raise TrainingRequestError(path, f"contains a number too large for {np.dtype(dtype).name}")
     return array
 
 

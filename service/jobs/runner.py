@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 import minigrad
@@ -112,8 +113,13 @@ def run_training_job(backend, job_id: str, payload: dict):
     try:
         base = payload.get("base")
         spec = TrainingSpec(base_document=_base_document(backend, base) if base else None, **payload["spec"])
-        # One BLAS thread per job: training must not take the cores the web workers predict on.
-        with Heartbeat(store, job_id, backend.settings.heartbeat_interval), threadpool_limits(limits=1):
+        # One BLAS thread per job: training must not take the cores the web workers predict on. Overflow
+        # warnings are silenced because fit reports a diverging loss itself, as the job's error.
+        with (
+            Heartbeat(store, job_id, backend.settings.heartbeat_interval),
+            threadpool_limits(limits=1),
+            np.errstate(over="ignore", invalid="ignore"),
+        ):
             model, history = train(spec, callback=recorder)
     except minigrad.TrainingDiverged as exc:
         recorder.flush()

@@ -39,6 +39,8 @@ class JobSettings:
     heartbeat_timeout: float = 30.0
     # Finished jobs (record, history and trained model) are deleted this long after they finished.
     retention_seconds: float = 7 * 24 * 3600.0
+    # POST /train?wait= holds a web worker this long at most; keep it under gunicorn's worker timeout.
+    max_wait_seconds: float = 25.0
     limits: JobLimits = JobLimits()
 
     @property
@@ -73,6 +75,7 @@ class JobSettings:
             heartbeat_interval=get("MINIGRAD_HEARTBEAT_INTERVAL", cls.heartbeat_interval, float),
             heartbeat_timeout=get("MINIGRAD_HEARTBEAT_TIMEOUT", cls.heartbeat_timeout, float),
             retention_seconds=get("MINIGRAD_JOB_RETENTION_SECONDS", cls.retention_seconds, float),
+            max_wait_seconds=get("MINIGRAD_MAX_WAIT_SECONDS", cls.max_wait_seconds, float),
             limits=limits,
         )
 

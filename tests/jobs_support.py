@@ -1,0 +1,146 @@
+"""Real pieces for the job tests: a redis-server of their own, a consumer (in this process or as its own
+process), and the small XOR request most tests send."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+REDIS_MISSING = (
+    "redis-server is not installed, so the Redis backend is not tested; enable it with "
+    "`sudo apt-get install -y redis-server` (Debian/Ubuntu) -- .ci/run installs it"
+)
+
+XOR_ARCHITECTURE = [
+    {"type": "Linear", "in_features": 2, "out_features": 3},
+    {"type": "Tanh"},
+    {"type": "Linear", "in_features": 3, "out_features": 1},
+    {"type": "Sigmoid"},
+]
+XOR_INPUTS = [[0, 0], [0, 1], [1, 0], [1, 1]]
+XOR_TARGETS = [[0], [1], [1], [0]]
+
+
+def xor_request(**overrides) -> dict:
+    """A request that trains XOR to a working model in well under a second."""
+    body = {
+        "architecture": XOR_ARCHITECTURE,
+        "data": {"inputs": XOR_INPUTS, "targets": XOR_TARGETS},
+        "loss": "mse",
+        "optimizer": {"type": "sgd", "alpha": 4.0},
+        "epochs": 1500,
+        "seed": 7,
+    }
+    body.update(overrides)
+    return body
+
+
+def slow_request(**overrides) -> dict:
+    """A request that runs for many seconds (many small batches), for cancel and kill tests."""
+    return xor_request(data={"inputs": XOR_INPUTS * 64, "targets": XOR_TARGETS * 64}, batch_size=1,
+                       epochs=10_000, **overrides)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path):
+    """A throwaway redis-server on a free loopback port; yields its URL. Skips when redis-server is absent."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(REDIS_MISSING)
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def accepting():
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+            return False
+
+        wait_for(accepting, 10, what="redis-server to accept connections")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def consumer_thread(backend):
+    """A real Huey consumer for ``backend`` running in this process (its signal handlers restored after)."""
+    from service.worker import build_consumer
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    consumer = build_consumer(backend, workers=2)
+    consumer.start()
+    try:
+        yield consumer
+    finally:
+        consumer.stop(graceful=True)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def job_env(tmp_path: Path, **extra) -> dict:
+    """The environment for service processes writing under ``tmp_path``."""
+    env = dict(os.environ)
+    env.update({
+        "MINIGRAD_MODEL_DIR": str(tmp_path / "models"),
+        "MINIGRAD_DATA_DIR": str(tmp_path / "var"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.pop("MINIGRAD_REDIS_URL", None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class WorkerProcess:
+    """``python -m service.worker`` as its own process, logging to a file."""
+
+    def __init__(self, env: dict, log: Path, *args: str):
+        self.log = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.worker", "-v", *args], cwd=REPO, env=env,
+            stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        )
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")

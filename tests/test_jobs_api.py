@@ -1,0 +1,357 @@
+"""POST /train and /jobs through Flask's test client, with a real Huey consumer (SQLite) in this process."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from huey import signals as huey_signals
+from jobs_support import XOR_INPUTS, consumer_thread, slow_request, wait_for, xor_request
+
+import minigrad
+from service import create_app
+from service.jobs import get_job_backend
+from service.jobs.runner import ProgressRecorder
+from service.jobs.store import RUNNING
+
+TOKEN = "s3cret-token"
+
+
+def make_app(tmp_path, **config):
+    settings = {"MINIGRAD_MODEL_DIR": str(tmp_path / "models"), "MINIGRAD_DATA_DIR": str(tmp_path / "var"),
+                "MINIGRAD_POLL_INTERVAL": 0.02, "TESTING": True}
+    settings.update(config)
+    return create_app(settings)
+
+
+def backend_of(app):
+    with app.app_context():
+        return get_job_backend()
+
+
+@pytest.fixture
+def app(tmp_path):
+    return make_app(tmp_path)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def consumer(app):
+    with consumer_thread(backend_of(app)) as running:
+        yield running
+
+
+def finished(client, job_id, timeout=30):
+    def done():
+        job = client.get(f"/jobs/{job_id}").get_json()
+        return job if job["status"] not in ("queued", "running") else None
+
+    return wait_for(done, timeout, what=f"job {job_id} to finish")
+
+
+def predict_with(document, inputs):
+    model = minigrad.Sequential.from_dict(document)
+    with minigrad.no_grad():
+        return model(minigrad.Tensor(np.asarray(inputs, dtype=float))).data
+
+
+def register_xor(app):
+    """Version 1 of 'xor': fresh (untrained) weights of the XOR architecture."""
+    rng = np.random.default_rng(0)
+    model = minigrad.Sequential([minigrad.Linear(2, 3, rng=rng), minigrad.Tanh(), minigrad.Linear(3, 1, rng=rng),
+                                 minigrad.Sigmoid()])
+    with app.app_context():
+        from service.registry import get_registry
+
+        return get_registry().put("xor", model.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def test_xor_from_an_architecture_with_wait(client, consumer):
+    response = client.post("/train?wait=20", json=xor_request())
+    assert response.status_code == 200, response.get_json()
+    job = response.get_json()
+    assert response.headers["Location"] == f"/jobs/{job['id']}"
+    assert job["status"] == "succeeded" and job["progress"] == {"epoch": 1500, "epochs": 1500}
+    assert len(job["history"]) == 1500 and job["history"][-1]["loss"] < job["history"][0]["loss"]
+    assert job["result"]["final_loss"] == job["history"][-1]["loss"] < 0.01
+    assert job["timings"]["queued_seconds"] >= 0 and job["timings"]["running_seconds"] > 0
+    model = client.get(job["result"]["model_url"])
+    assert model.status_code == 200
+    outputs = predict_with(model.get_json(), XOR_INPUTS)
+    assert (outputs.ravel() > 0.5).tolist() == [False, True, True, False]
+
+
+def test_without_wait_the_answer_is_202_and_the_job_can_be_followed(client, consumer):
+    response = client.post("/train", json=xor_request())
+    assert response.status_code == 202
+    job = response.get_json()
+    assert job["status"] in ("queued", "running") and job["request"]["seed"] == 7
+    assert "data" not in job["request"] and job["request"]["samples"] == 4
+    assert finished(client, job["id"])["status"] == "succeeded"
+
+
+def test_the_trained_model_is_read_with_peek_so_every_reader_gets_it(app, client, consumer):
+    job = client.post("/train?wait=20", json=xor_request()).get_json()
+    first = client.get(f"/jobs/{job['id']}/model").get_json()
+    second = client.get(f"/jobs/{job['id']}/model").get_json()
+    assert first == second and first["format"] == "minigrad.sequential"
+    # Huey's own result store still holds it after both reads.
+    assert backend_of(app).huey.result(job["id"], preserve=True) == first
+
+
+def test_fine_tuning_a_registered_model_with_save_as_creates_the_next_version(app, client, consumer):
+    base = register_xor(app)
+    body = {k: v for k, v in xor_request(model="xor", save_as="xor").items() if k != "architecture"}
+    job = client.post("/train?wait=20", json=body).get_json()
+    assert job["status"] == "succeeded", job
+    assert job["request"]["version"] == base.version == 1
+    assert job["result"]["registered"] == {"name": "xor", "version": 2}
+    stored = client.get("/models/xor/versions/2").get_json()
+    assert stored["layers"] == client.get(f"/jobs/{job['id']}/model").get_json()["layers"]
+    prediction = client.post("/predict", json={"model": "xor", "inputs": XOR_INPUTS}).get_json()
+    assert prediction["version"] == 2
+    assert [round(o[0]) for o in prediction["outputs"]] == [0, 1, 1, 0]
+
+
+def test_the_same_request_and_seed_give_a_bit_identical_model(client, consumer):
+    body = xor_request(epochs=300, batch_size=2, validation_split=0.25)
+    documents = []
+    for _ in range(2):
+        job = client.post("/train?wait=20", json=body).get_json()
+        documents.append(client.get(f"/jobs/{job['id']}/model").get_json())
+    first, second = (minigrad.Sequential.from_dict(d) for d in documents)
+    for a, b in zip(first.get_parameters(), second.get_parameters()):
+        assert a.data.tobytes() == b.data.tobytes()
+    other = client.post("/train?wait=20", json=body | {"seed": 8}).get_json()
+    assert client.get(f"/jobs/{other['id']}/model").get_json()["layers"] != documents[0]["layers"]
+
+
+def test_a_diverging_job_fails_with_a_reason_and_registers_nothing(app, client, consumer):
+    body = xor_request(architecture=[{"type": "Linear", "in_features": 2, "out_features": 1}],
+                       data={"inputs": [[1e3, 1e3], [-1e3, 2e3]], "targets": [[1e6], [-1e6]]},
+                       optimizer={"type": "sgd", "alpha": 10.0}, epochs=200, save_as="boom")
+    job = client.post("/train?wait=20", json=body).get_json()
+    assert job["status"] == "failed"
+    assert job["error"].startswith("training diverged:") and "smaller learning rate" in job["error"]
+    assert client.get("/models/boom").status_code == 404
+    problem = client.get(f"/jobs/{job['id']}/model")
+    assert problem.status_code == 409 and "failed" in problem.get_json()["detail"]
+
+
+def test_a_running_job_is_cancelled_at_the_end_of_an_epoch(client, consumer):
+    job = client.post("/train", json=slow_request()).get_json()
+    wait_for(lambda: client.get(f"/jobs/{job['id']}").get_json()["progress"]["epoch"] >= 1, 20,
+             what="the job to finish an epoch")
+    response = client.delete(f"/jobs/{job['id']}")
+    assert response.status_code == 202 and response.get_json()["cancel_requested"] is True
+    done = finished(client, job["id"])
+    assert done["status"] == "cancelled" and done["progress"]["epoch"] < 10_000
+    assert len(done["history"]) == done["progress"]["epoch"]
+    assert client.get(f"/jobs/{job['id']}/model").status_code == 409
+    assert client.delete(f"/jobs/{job['id']}").status_code == 409  # already finished
+
+
+def test_the_fit_callback_stops_at_the_first_epoch_after_a_cancel(app):
+    backend = backend_of(app)
+    record = backend.submit({}, {}, epochs=10)
+    backend.store.update(record["id"], status=RUNNING)
+    recorder = ProgressRecorder(backend.store, record["id"])
+    assert recorder({"epoch": 1, "loss": 1.0, "seconds": 0.1}) is True
+    backend.store.update(record["id"], cancel_requested=True)
+    assert recorder({"epoch": 2, "loss": 0.5, "seconds": 0.1}) is False
+    assert recorder.stopped_because == "cancelled"
+
+
+def test_a_queued_job_is_cancelled_at_once_and_never_runs(app, client):
+    job = client.post("/train", json=xor_request()).get_json()
+    response = client.delete(f"/jobs/{job['id']}")
+    assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
+    with consumer_thread(backend_of(app)):
+        later = client.post("/train?wait=20", json=xor_request()).get_json()  # runs after the cancelled one
+    assert later["status"] == "succeeded"
+    cancelled = client.get(f"/jobs/{job['id']}").get_json()
+    assert cancelled["status"] == "cancelled" and cancelled["timings"]["started_at"] is None
+
+
+def test_a_job_starts_within_a_second_after_the_consumer_sat_idle(client, consumer):
+    time.sleep(3)  # Huey's default back-off would have stretched the poll to seconds by now
+    job = client.post("/train?wait=20", json=xor_request(epochs=10)).get_json()
+    assert job["timings"]["queued_seconds"] < 1.0
+
+
+def test_a_job_interrupted_by_a_consumer_shutdown_goes_back_to_the_queue(app, client):
+    backend = backend_of(app)
+    job = client.post("/train", json=xor_request()).get_json()
+    task = backend.huey.dequeue()  # as a consumer would, before it was stopped mid-run
+    backend.store.update(job["id"], status=RUNNING, started_at=time.time(), heartbeat_at=time.time())
+    backend.store.append_history(job["id"], [{"epoch": 1, "loss": 1.0, "seconds": 0.1}])
+    backend.huey._emit(huey_signals.SIGNAL_INTERRUPTED, task)
+    requeued = client.get(f"/jobs/{job['id']}").get_json()
+    assert requeued["status"] == "queued" and requeued["history"] == []
+    with consumer_thread(backend):
+        assert finished(client, job["id"])["status"] == "succeeded"
+
+
+def test_a_running_job_without_heartbeat_is_reported_lost_when_read(tmp_path):
+    app = make_app(tmp_path, MINIGRAD_HEARTBEAT_TIMEOUT=5)
+    client = app.test_client()
+    backend = backend_of(app)
+    job = client.post("/train", json=xor_request()).get_json()
+    backend.store.update(job["id"], status=RUNNING, heartbeat_at=time.time() - 6, worker="gone:123")
+    lost = client.get(f"/jobs/{job['id']}").get_json()
+    assert lost["status"] == "lost" and "gone:123" in lost["error"]
+    assert client.get("/jobs").get_json()["jobs"][0]["status"] == "lost"
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def test_jobs_are_listed_newest_first_a_page_at_a_time(client):
+    ids = [client.post("/train", json=xor_request(seed=i)).get_json()["id"] for i in range(5)]
+    first = client.get("/jobs?per_page=2").get_json()
+    assert first["total"] == 5 and [j["id"] for j in first["jobs"]] == ids[:-3:-1]
+    assert "history" not in first["jobs"][0]
+    third = client.get(first["next"]).get_json()
+    third = client.get(third["next"]).get_json()
+    assert [j["id"] for j in third["jobs"]] == ids[:1] and third["next"] is None
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("get", "/jobs/nope", 404),
+    ("get", "/jobs/nope/model", 404),
+    ("delete", "/jobs/nope", 404),
+    ("get", "/jobs?per_page=0", 422),
+    ("get", "/jobs?page=x", 422),
+])
+def test_reading_errors_are_problems(client, method, path, status):
+    response = getattr(client, method)(path)
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json" and response.get_json()["status"] == status
+
+
+def test_the_model_of_a_queued_job_is_a_conflict(client):
+    job = client.post("/train", json=xor_request()).get_json()
+    response = client.get(f"/jobs/{job['id']}/model")
+    assert response.status_code == 409 and "queued" in response.get_json()["detail"]
+
+
+# ---------------------------------------------------------------------------------------------- bad requests
+
+
+def without(key):
+    return {k: v for k, v in xor_request().items() if k != key}
+
+
+BAD_REQUESTS = [
+    # (body, the field the errors must name)
+    (without("data"), ["data"]),
+    (without("architecture"), ["model"]),
+    (xor_request(model="xor"), ["model"]),
+    (xor_request(architecture=[]), ["architecture"]),
+    (xor_request(architecture=[{"type": "Conv2d"}]), ["architecture", "0", "type"]),
+    (xor_request(architecture=[{"type": "Linear", "in_features": 2}]), ["architecture", "0", "out_features"]),
+    (xor_request(architecture=[{"type": "Tanh", "in_features": 2}]), ["architecture", "0", "in_features"]),
+    (xor_request(architecture=[{"type": "Linear", "in_features": 2, "out_features": 3},
+                               {"type": "Linear", "in_features": 4, "out_features": 1}]),
+     ["architecture", "1", "in_features"]),
+    (xor_request(architecture=[{"type": "Tanh"}]), ["architecture"]),
+    (xor_request(data={"inputs": [[0, 1, 2]], "targets": [[1]]}), ["data", "inputs"]),
+    (xor_request(data={"inputs": [[0, 1], [1]], "targets": [[1], [0]]}), ["data", "inputs"]),
+    (xor_request(data={"inputs": [[0, "a"]], "targets": [[1]]}), ["data", "inputs"]),
+    (xor_request(data={"inputs": [[0, True]], "targets": [[1]]}), ["data", "inputs"]),
+    (xor_request(data={"inputs": [], "targets": []}), ["data", "inputs"]),
+    (xor_request(dtype="float32", data={"inputs": [[0, 1e39]], "targets": [[1]]}), ["data", "inputs"]),
+    (xor_request(data={"inputs": [[0, 1]], "targets": [[1, 0]]}), ["data", "targets"]),
+    (xor_request(data={"inputs": [[0, 1], [1, 1]], "targets": [[1]]}), ["data", "targets"]),
+    (xor_request(data={"inputs": [[0, 1]], "targets": [[1]], "weights": [1]}), ["data", "weights"]),
+    (xor_request(validation={"inputs": [[0, 1, 1]], "targets": [[1]]}), ["validation", "inputs"]),
+    (xor_request(validation={"inputs": [[0, 1]], "targets": [[1]]}, validation_split=0.5), ["validation_split"]),
+    (xor_request(validation_split=1.0), ["validation_split"]),
+    (xor_request(data={"inputs": [[0, 1]], "targets": [[1]]}, validation_split=0.9), ["validation_split"]),
+    (xor_request(loss="hinge"), ["loss"]),
+    (xor_request(loss="cross_entropy", data={"inputs": [[0, 1]], "targets": [3]}), ["data", "targets"]),
+    (xor_request(optimizer={"type": "rmsprop"}), ["optimizer", "type"]),
+    (xor_request(optimizer={"type": "sgd", "alpha": -1}), ["optimizer", "alpha"]),
+    (xor_request(optimizer={"type": "adam", "momentum": 0.9}), ["optimizer", "momentum"]),
+    (xor_request(epochs=0), ["epochs"]),
+    (xor_request(epochs=2.5), ["epochs"]),
+    (xor_request(batch_size=0), ["batch_size"]),
+    (xor_request(seed=-1), ["seed"]),
+    (xor_request(save_as="../etc"), ["save_as"]),
+    (xor_request(dtype="float16"), ["dtype"]),
+    (xor_request(version=2), ["version"]),
+    (xor_request(learning_rate=0.1), ["learning_rate"]),
+]
+
+
+@pytest.mark.parametrize("body, path", BAD_REQUESTS)
+def test_a_bad_request_is_a_422_naming_the_field(client, body, path):
+    response = client.post("/train", json=body)
+    assert response.status_code == 422, response.get_json()
+    problem = response.get_json()
+    assert response.mimetype == "application/problem+json"
+    errors = problem["errors"]["json"]
+    for key in path:
+        assert key in errors, (path, problem)
+        errors = errors[key]
+    assert client.get("/jobs").get_json()["total"] == 0  # nothing was queued
+
+
+def test_an_unknown_model_is_a_404(client):
+    body = {k: v for k, v in xor_request(model="nope").items() if k != "architecture"}
+    response = client.post("/train", json=body)
+    assert response.status_code == 404 and "nope" in response.get_json()["detail"]
+
+
+def test_a_body_that_is_not_json_is_a_400(client):
+    response = client.post("/train", data="{", content_type="application/json")
+    assert response.status_code == 400
+
+
+LIMITS = [
+    # (setting, value, request, field, words in the message)
+    ("MINIGRAD_TRAIN_MAX_SAMPLES", 3, xor_request(), "data", "at most 3 samples"),
+    ("MINIGRAD_TRAIN_MAX_FEATURES", 1, xor_request(), "data", "at most 1 features"),
+    ("MINIGRAD_TRAIN_MAX_VALUES", 7, xor_request(), "data", "at most 7 values"),
+    ("MINIGRAD_TRAIN_MAX_EPOCHS", 99, xor_request(epochs=100), "epochs", "at most 99 epochs"),
+    ("MINIGRAD_TRAIN_MAX_SAMPLE_EPOCHS", 399, xor_request(epochs=100), "epochs", "at most 399 sample-epochs"),
+    ("MINIGRAD_TRAIN_MAX_LAYER_SIZE", 2, xor_request(), "architecture", "at most 2"),
+    ("MINIGRAD_TRAIN_MAX_LAYERS", 3, xor_request(), "architecture", "at most 3 layers"),
+]
+
+
+@pytest.mark.parametrize("setting, value, body, field, words", LIMITS)
+def test_limits_are_422s_that_name_the_field_and_the_setting(tmp_path, setting, value, body, field, words):
+    client = make_app(tmp_path, **{setting: value}).test_client()
+    response = client.post("/train", json=body)
+    assert response.status_code == 422
+    problem = response.get_json()
+    assert field in problem["errors"]["json"] and words in problem["detail"] and setting in problem["detail"]
+
+
+def test_too_many_active_jobs_is_a_429(tmp_path):
+    client = make_app(tmp_path, MINIGRAD_TRAIN_MAX_ACTIVE_JOBS=2).test_client()
+    assert [client.post("/train", json=xor_request()).status_code for _ in range(2)] == [202, 202]
+    response = client.post("/train", json=xor_request())
+    assert response.status_code == 429 and "MINIGRAD_TRAIN_MAX_ACTIVE_JOBS" in response.get_json()["detail"]
+    assert response.headers["Retry-After"]
+    client.delete(f"/jobs/{client.get('/jobs').get_json()['jobs'][0]['id']}")  # a cancelled job frees a slot
+    assert client.post("/train", json=xor_request()).status_code == 202
+
+
+def test_submitting_and_cancelling_need_the_token_when_one_is_set(tmp_path):
+    client = make_app(tmp_path, MINIGRAD_API_TOKEN=TOKEN).test_client()
+    assert client.post("/train", json=xor_request()).status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    job = client.post("/train", json=xor_request(), headers=auth).get_json()
+    assert client.get(f"/jobs/{job['id']}").status_code == 200  # reading stays open
+    assert client.delete(f"/jobs/{job['id']}").status_code == 401
+    assert client.delete(f"/jobs/{job['id']}", headers=auth).status_code == 200
