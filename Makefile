@@ -25,5 +25,9 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench $(BENCH)
 
+# The example model documents in models/ (deterministic: fixed seeds), via the venv's python.
+models: $(STAMP)
+	$(BIN)/python models/make_examples.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
