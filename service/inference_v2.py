@@ -1,0 +1,228 @@
+"""The Open Inference Protocol v2 (KServe / Triton REST) over the model registry.
+
+Every model has one input, ``input`` (shape ``[-1, n_inputs]``), and one output, ``output``, in the
+model's datatype (FP64 or FP32). Inputs may be sent as FP32 or FP64 whatever the model's datatype: they
+are converted to it, so a prediction equals ``model(Tensor(x.astype(model dtype)))``.
+
+Requests are read from the raw body -- Triton's Python client sends no ``Content-Type`` -- and every
+error under ``/v2`` is ``{"error": "..."}`` with a 4xx status, as the protocol says.
+"""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify, request
+from marshmallow import Schema, fields
+
+import minigrad
+
+from .api import Blueprint
+from .auth import require_token_for_predictions
+from .errors import register_error_renderer
+from .registry import LoadedModel, get_registry
+from .v2_codec import (
+    BINARY_CONTENT_TYPE,
+    DATATYPES,
+    HEADER_LENGTH,
+    InferRequest,
+    InferRequestSchema,
+    InferResponseSchema,
+    V2ProtocolError,
+    datatype_of,
+    decode_body,
+    encode_infer_response,
+    parse_infer_request,
+)
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+blp = Blueprint(
+    "inference_v2",
+    __name__,
+    url_prefix="/v2",
+    description="Open Inference Protocol v2 (KServe / Triton), with the binary tensor data extension.",
+)
+
+
+# ---------------------------------------------------------------------- schemas (documentation and output)
+
+
+class ServerMetadataSchema(Schema):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    extensions = fields.List(fields.String(), required=True)
+
+
+class LiveSchema(Schema):
+    live = fields.Boolean(required=True)
+
+
+class ReadySchema(Schema):
+    ready = fields.Boolean(required=True)
+
+
+class ModelReadySchema(ReadySchema):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+
+
+class TensorMetadataSchema(Schema):
+    name = fields.String(required=True)
+    datatype = fields.String(required=True, metadata={"enum": list(DATATYPES)})
+    shape = fields.List(fields.Integer(), required=True, metadata={"description": "-1: any batch size"})
+
+
+class ModelMetadataSchema(Schema):
+    name = fields.String(required=True)
+    versions = fields.List(fields.String(), required=True)
+    platform = fields.String(required=True)
+    inputs = fields.List(fields.Nested(TensorMetadataSchema), required=True)
+    outputs = fields.List(fields.Nested(TensorMetadataSchema), required=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.String(required=True)
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def error_response(status: int, message: str, headers: dict | None = None) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+@blp.record_once
+def _claim_error_format(state):
+    # The app's handlers (registry errors, 401/413, and routing errors such as an unknown path under
+    # /v2 that no view of this blueprint sees) render in the protocol's format under our prefix.
+    register_error_renderer(state.app, blp.url_prefix, error_response)
+
+
+@blp.errorhandler(V2ProtocolError)
+def _protocol_error(error: V2ProtocolError):
+    return error_response(error.status, str(error))
+
+
+def _lookup(name: str, version: str | None) -> LoadedModel:
+    """The model a URL names; the version is a string in the protocol, a positive integer here."""
+    if version is None:
+        return get_registry().get(name)
+    if not version.isdigit() or int(version) < 1:
+        raise V2ProtocolError(f"model version must be a positive integer, got {version!r}")
+    return get_registry().get(name, int(version))
+
+
+# ---------------------------------------------------------------------- server
+
+
+@blp.route("", methods=["GET"])
+@blp.response(200, ServerMetadataSchema)
+def server_metadata():
+    """Server metadata: name, version and the protocol extensions supported."""
+    return {"name": "minigrad", "version": minigrad.__version__, "extensions": ["binary_tensor_data"]}
+
+
+@blp.route("/health/live", methods=["GET"])
+@blp.response(200, LiveSchema)
+def server_live():
+    """Liveness: the process answers."""
+    return {"live": True}
+
+
+@blp.route("/health/ready", methods=["GET"])
+@blp.response(200, ReadySchema)
+@blp.alt_response(503, schema=ReadySchema, description="The model directory cannot be read.")
+def server_ready():
+    """Readiness: the model directory can be listed."""
+    try:
+        get_registry().names()
+    except OSError:
+        return {"ready": False}, 503
+    return {"ready": True}
+
+
+# ---------------------------------------------------------------------- models
+
+
+@blp.route("/models/<name>", methods=["GET"])
+@blp.route("/models/<name>/versions/<version>", methods=["GET"])
+@blp.response(200, ModelMetadataSchema)
+@blp.alt_response(404, schema=ErrorSchema, description="Unknown model or version.")
+def model_metadata(name, version=None):
+    """Model metadata: versions, and the input and output tensors with their datatype and shape."""
+    model = _lookup(name, version)
+    datatype = datatype_of(model.dtype)
+    return {
+        "name": model.name,
+        "versions": [str(v) for v in get_registry().versions(model.name)],
+        "platform": "minigrad",
+        "inputs": [{"name": INPUT_NAME, "datatype": datatype, "shape": [-1, model.n_inputs]}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": datatype, "shape": [-1, model.n_outputs]}],
+    }
+
+
+@blp.route("/models/<name>/ready", methods=["GET"])
+@blp.route("/models/<name>/versions/<version>/ready", methods=["GET"])
+@blp.response(200, ModelReadySchema)
+@blp.alt_response(404, schema=ErrorSchema, description="Unknown model or version.")
+def model_ready(name, version=None):
+    """Model readiness: the model's document loads (models are loaded on first use and cached)."""
+    model = _lookup(name, version)
+    return {"name": model.name, "version": str(model.version), "ready": True}
+
+
+# ---------------------------------------------------------------------- inference
+
+_INFER_BODY = {
+    "description": "An inference request; with the binary tensor data extension, the JSON object is followed by "
+    f"the inputs' bytes and its length is given in the {HEADER_LENGTH} header. No Content-Type is required.",
+    "content": {"application/json": {"schema": InferRequestSchema}, BINARY_CONTENT_TYPE: {"schema": {}}},
+}
+
+
+@blp.route("/models/<name>/infer", methods=["POST"])
+@blp.route("/models/<name>/versions/<version>/infer", methods=["POST"])
+@blp.doc(requestBody=_INFER_BODY)
+@blp.alt_response(200, schema=InferResponseSchema, success=True, description="Outputs (JSON, or JSON + binary).")
+@blp.alt_response(400, schema=ErrorSchema, description="The request does not fit the protocol or the model.")
+@blp.alt_response(404, schema=ErrorSchema, description="Unknown model or version.")
+@require_token_for_predictions
+def infer(name, version=None):
+    """Run the model on a batch: JSON data (flat or nested, row-major) or binary tensor data."""
+    model = _lookup(name, version)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    body = decode_body(request.get_data(cache=False), request.headers.get("Content-Encoding"), limit)
+    parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
+    outputs = model.predict(_model_input(parsed, model))
+    payload, headers = encode_infer_response(model.name, model.version, parsed.id, _selected_outputs(parsed, outputs))
+    return Response(payload, status=200, headers=headers)
+
+
+def _model_input(parsed: InferRequest, model: LoadedModel):
+    names = list(parsed.inputs)
+    if names != [INPUT_NAME]:
+        raise V2ProtocolError(
+            f"inputs: model {model.name!r} takes one input named {INPUT_NAME!r}; got {', '.join(map(repr, names))}"
+        )
+    array = parsed.inputs[INPUT_NAME]
+    if array.ndim != 2 or array.shape[1] != model.n_inputs:
+        raise V2ProtocolError(f"inputs[0].shape: expected [batch, {model.n_inputs}], got {list(array.shape)}")
+    if array.shape[0] == 0:
+        raise V2ProtocolError("inputs[0].shape: the batch is empty; send at least one row")
+    return array.astype(model.dtype, copy=False)
+
+
+def _selected_outputs(parsed: InferRequest, output):
+    if parsed.outputs is None:
+        return [(OUTPUT_NAME, output, parsed.wants_binary(None))]
+    selected = []
+    for index, requested in enumerate(parsed.outputs):
+        if requested.name != OUTPUT_NAME:
+            raise V2ProtocolError(
+                f"outputs[{index}].name: the model has no output {requested.name!r}; its output is {OUTPUT_NAME!r}"
+            )
+        selected.append((OUTPUT_NAME, output, parsed.wants_binary(requested)))
+    return selected
