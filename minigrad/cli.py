@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import click
 import numpy as np
 
 from . import format as model_format
-from .nn import BCELoss, CrossEntropyLoss, Linear, MSELoss, Sequential
+from .nn import BCELoss, CrossEntropyLoss, Linear, MSELoss
 from .optim import SGD, Adam
 from .tensor import Tensor, no_grad
 from .training import TrainingDiverged, fit
@@ -41,7 +42,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 def _read_text(path: str) -> str:
     """The contents of ``path`` ('-' is standard input), or a ClickException saying why not."""
     if path == "-":
-        return click.get_text_stream("stdin").read()
+        return sys.stdin.read()
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -146,7 +147,7 @@ def _model_width(model) -> tuple[int | None, int | None]:
     return linears[0].in_features, linears[-1].out_features
 
 
-def _build_from_architecture(spec, path: str, seed: int | None):
+def _build_from_architecture(spec, path: str, rng: np.random.Generator):
     """A model with fresh weights (He initialization, seeded) from layer specs without weights.
 
     ``spec`` is a list of layer specs or ``{"layers": [...], "dtype": ..., "metadata": ...}``. The completed
@@ -159,7 +160,6 @@ def _build_from_architecture(spec, path: str, seed: int | None):
     dtype = spec.get("dtype", "float64")
     if dtype not in ("float32", "float64"):
         raise click.ClickException(f"{path}: dtype: expected float32 or float64, got {dtype!r}")
-    rng = np.random.default_rng(seed)
     layers = []
     for index, layer in enumerate(spec["layers"]):
         if not isinstance(layer, dict):
@@ -182,22 +182,22 @@ def _build_from_architecture(spec, path: str, seed: int | None):
         "metadata": dict(spec.get("metadata") or {}),
     }
     try:
-        return Sequential.from_dict(document)
+        return model_format.from_dict(document)
     except model_format.ModelFormatError as exc:
         raise click.ClickException(f"{path}: {exc}") from None
 
 
-def _model_or_architecture(path: str, seed: int | None):
+def _model_or_architecture(path: str, rng: np.random.Generator):
     """``path`` holds either a model document (trained further) or an architecture (fresh weights)."""
     text = _read_text(path)
     document = _parse_json(text, path)
     if isinstance(document, dict) and "format" in document:
         try:
-            return Sequential.from_dict(document)
+            return model_format.from_dict(document)
         except model_format.ModelFormatError as exc:
             raise click.ClickException(f"{path}: not a valid model document: {exc}") from None
     if isinstance(document, list | dict):
-        return _build_from_architecture(document, path, seed)
+        return _build_from_architecture(document, path, rng)
     raise click.ClickException(f"{path}: expected a model document or an architecture (a list of layer specs)")
 
 
@@ -285,8 +285,9 @@ def main():
               help="SGD momentum.")
 @click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per step  [default: all rows]")
-@click.option("--seed", type=int, default=None,
-              help="Seeds the fresh weights and the shuffling; the same seed gives the same model bit for bit.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
+              help="Seeds the fresh weights and the shuffling; the same seed gives the same model bit for bit  "
+                   "[default: random, recorded in the model's metadata]")
 def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum, epochs, batch_size, seed):
     """Train a model on DATA and write the result to --output.
 
@@ -302,7 +303,12 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
     """
     if optimizer != "sgd" and momentum:
         raise click.BadParameter("only the sgd optimizer takes a momentum", param_hint="'--momentum'")
-    model = _model_or_architecture(model_or_architecture, seed)
+    if seed is None:
+        seed = secrets.randbits(63)  # recorded in the model's metadata, so the run can be repeated
+    # The same streams as the service's training jobs (service/training.py): the same data, settings
+    # and seed give the same model bit for bit from `minigrad train` and from POST /train.
+    init_seed, _split_seed, shuffle_seed = np.random.SeedSequence(seed).spawn(3)
+    model = _model_or_architecture(model_or_architecture, np.random.default_rng(init_seed))
     n_inputs, n_outputs = _model_width(model)
     loss_fn = LOSSES[loss]()
     inputs, targets, names = _training_data(data, n_inputs, n_outputs, labels=loss == "cross_entropy")
@@ -311,14 +317,13 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
     opt = OPTIMIZERS[optimizer](model.get_parameters(), **options)
 
     started = time.perf_counter()
-    with click.progressbar(length=epochs, label="training", file=sys.stderr,
-                           item_show_func=lambda record: record and f"loss {record['loss']:.6g}") as bar:
-        def show_progress(record):
-            bar.update(1, record)
-
+    progress = click.progressbar(length=epochs, label="training", file=sys.stderr,
+                                 item_show_func=lambda record: record and f"loss {record['loss']:.6g}")
+    # Overflow on the way to a NaN loss is reported once, as TrainingDiverged, not as numpy warnings.
+    with progress as bar, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
-            history = fit(model, inputs, targets, loss_fn, opt, epochs, batch_size=batch_size, seed=seed,
-                          callback=show_progress)
+            history = fit(model, inputs, targets, loss_fn, opt, epochs, batch_size=batch_size, seed=shuffle_seed,
+                          callback=lambda record: bar.update(1, record))
         except TrainingDiverged as exc:
             raise click.ClickException(f"training diverged, nothing written: {exc}") from None
         except ValueError as exc:
@@ -340,9 +345,10 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
         "final_loss": history[-1]["loss"],
     }
     model.metadata = metadata
-    # atomic: the output appears complete or not at all, even if the disk fills or the user interrupts.
-    with click.open_file(output, "w", encoding="utf-8", atomic=True) as file:
-        model_format.save(model, file)
+    try:
+        model_format.save(model, output)  # atomic: a reader never sees half a file
+    except OSError as exc:
+        raise click.ClickException(f"{output}: cannot write it: {exc.strerror}") from None
     click.echo(f"trained {len(history)} epochs on {len(inputs)} rows in {seconds:.2f} s, "
                f"final loss {history[-1]['loss']:.6g}; wrote {output}", err=True)
 
@@ -399,8 +405,8 @@ def validate(models):
             failed = True
             continue
         except model_format.ModelFormatError as exc:
-            for line in str(exc).splitlines():
-                click.echo(f"{path}: {line}")
+            for location, message in exc.errors:
+                click.echo(f"{path}: {location}: {message}")
             failed = True
             continue
         summary = model_format.document_summary(model)
@@ -423,37 +429,45 @@ def _require_module(name: str, what: str):
 
 
 @main.command(context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True})
-@click.option("--host", default=None, help="Interface to listen on  [default: from the gunicorn config]")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default="gunicorn.conf.py",
+              show_default=True, help="gunicorn settings (the project's file; /app/gunicorn.conf.py in the image).")
+@click.option("--host", default=None, help="Interface to listen on  [default: the config's, 127.0.0.1]")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="[default: $PORT or 8000]")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="gunicorn worker processes.")
 @click.option("--model-dir", type=click.Path(file_okay=False), default=None, help="Sets MINIGRAD_MODEL_DIR.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Sets MINIGRAD_DATA_DIR.")
 @click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
-def serve(host, port, workers, model_dir, data_dir, gunicorn_args):
+def serve(config_path, host, port, workers, model_dir, data_dir, gunicorn_args):
     """Run the HTTP service under gunicorn with the project's configuration.
 
     Further arguments go to gunicorn unchanged, e.g. minigrad serve -- --timeout 120.
     """
-    _require_module("service.gunicorn_config", "the HTTP service")
+    _require_module("service", "the HTTP service")
+    if not os.path.isfile(config_path):
+        raise click.BadParameter(
+            f"{config_path!r} is not a file; run from the project's directory or give the path of gunicorn.conf.py",
+            param_hint="'--config'",
+        )
     if model_dir is not None:
         os.environ["MINIGRAD_MODEL_DIR"] = os.path.abspath(model_dir)
     if data_dir is not None:
         os.environ["MINIGRAD_DATA_DIR"] = os.path.abspath(data_dir)
-    argv = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_config"]
+    argv = [sys.executable, "-m", "gunicorn", "--config", os.path.abspath(config_path)]
     if host is not None or port is not None:
         argv += ["--bind", f"{host or '127.0.0.1'}:{port or os.environ.get('PORT', '8000')}"]
     if workers is not None:
         argv += ["--workers", str(workers)]
-    _exec([*argv, *gunicorn_args, "service:create_app()"])
+    _exec([*argv, *gunicorn_args])
 
 
-@main.command(context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True})
+# --help too goes to the consumer, which documents its own options.
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
 @click.argument("worker_args", nargs=-1, type=click.UNPROCESSED)
 def worker(worker_args):
     """Run the training-job consumer (Huey) for the backend the environment names.
 
     SQLite under MINIGRAD_DATA_DIR by default; Redis when MINIGRAD_REDIS_URL is set, which is how several
-    machines share one queue. Further arguments go to the consumer (see minigrad worker -- --help).
+    machines share one queue. Every argument goes to the consumer: see minigrad worker --help.
     """
     _require_module("service.worker", "the job consumer")
     _exec([sys.executable, "-m", "service.worker", *worker_args])
