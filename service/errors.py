@@ -18,6 +18,8 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 from werkzeug.exceptions import abort as werkzeug_abort
 
+from minigrad import ModelFormatError
+
 from .registry import InvalidModelFile, InvalidModelName, ModelNotFound, RegistryError, VersionNotFound
 
 PROBLEM_MIMETYPE = "application/problem+json"
@@ -126,6 +128,19 @@ def handle_registry_error(error: RegistryError) -> Response:
     return problem_response(problem_document(status, title, str(error), type=f"urn:minigrad:problem:{slug}"))
 
 
+def handle_model_format_error(error: ModelFormatError) -> Response:
+    """A model document sent by the client (an upload, a training request) has defects."""
+    render = _custom_renderer()
+    if render is not None:
+        return render(422, str(error), {})
+    messages = {}
+    for location, message in error.errors:
+        messages.setdefault(location, []).append(message)
+    return problem_response(problem_document(422, "Invalid model document", str(error),
+                                             type="urn:minigrad:problem:invalid-model-document",
+                                             errors={"json": messages}))
+
+
 def handle_unexpected_exception(error: Exception) -> Response:
     """A bug or an environment failure: logged with its traceback, answered without it."""
     if isinstance(error, HTTPException):
@@ -140,4 +155,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(ma.ValidationError, handle_validation_error)
     app.register_error_handler(RegistryError, handle_registry_error)
+    app.register_error_handler(ModelFormatError, handle_model_format_error)
     app.register_error_handler(Exception, handle_unexpected_exception)

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from flask import current_app
 
+import minigrad
 from minigrad import Sequential, Tensor, no_grad
+from minigrad.format import document_summary
 
 __all__ = [
     "ModelRegistry",
@@ -173,8 +175,6 @@ class ModelRegistry:
         return self._load(name, version, path, identity)
 
     def _load(self, name, version, path, identity) -> LoadedModel:
-        from minigrad.format import document_summary  # noqa: PLC0415
-
         document, model = _load_document(path)
         summary = document_summary(model)
         loaded = LoadedModel(
@@ -217,7 +217,7 @@ class ModelRegistry:
         """Validate ``document`` and store it as the next version of ``name`` (created if new)."""
         validate_name(name)
         model = Sequential.from_dict(document)  # raises minigrad.ModelFormatError naming the defect
-        text = json.dumps(model.to_dict(), separators=(",", ":")).encode()
+        text = minigrad.dumps(model).encode()
         base = os.path.join(self.directory, name)
         os.makedirs(base, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=base)

@@ -1,0 +1,24 @@
+"""gunicorn settings for the minigrad service (``gunicorn -c gunicorn.conf.py``; ``make serve`` uses it).
+
+Environment: ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (workers, default 2), and the service's own
+``MINIGRAD_*`` variables, which ``service.create_app`` reads.
+"""
+
+import os
+
+wsgi_app = "service:create_app()"
+# Loopback only: put a reverse proxy (TLS, rate limits) in front before exposing it further.
+bind = f"127.0.0.1:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# A prediction is CPU work of well under a millisecond, so a process per request in flight is the
+# fastest shape; threads would only contend for the GIL.
+worker_class = "sync"
+# Large batches (a 1,000 x 784 JSON body is ~16 MB) take a while to read and parse.
+timeout = 60
+graceful_timeout = 10
+accesslog = None
+errorlog = "-"
+loglevel = "info"
+# gunicorn >= 25 opens a control socket at one fixed path per user; several servers on one machine
+# (tests, benchmarks, a second checkout) would take it from each other. Nothing here uses it.
+control_socket_disable = True
