@@ -17,6 +17,7 @@ Invariants the engine relies on:
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 
 import numpy as np
@@ -211,33 +212,34 @@ class Tensor:
         nodes = [self]
         seen = {self.id}
         stack = [self]
+        pop, push, visit, mark = stack.pop, stack.append, nodes.append, seen.add
         while stack:
-            for parent in stack.pop()._parents:
+            for parent in pop()._parents:
                 if parent.autograd and parent.id not in seen:
-                    seen.add(parent.id)
-                    nodes.append(parent)
-                    stack.append(parent)
+                    mark(parent.id)
+                    visit(parent)
+                    if parent._parents:
+                        push(parent)
         if len(nodes) > 1:
             nodes.sort(key=_by_id, reverse=True)
 
+        # Pending gradients, keyed by node id: popped when the node is reached, so the dict only
+        # ever holds the frontier and each array is released as soon as it has been used.
         grads = {self.id: seed}
+        take, held = grads.pop, grads.get
         for node in nodes:
-            g = grads.pop(node.id, None)
+            g = take(node.id, None)
             if g is None:
                 continue
-            if node._backward is None:
-                if node.grad is not None:
-                    g = node.grad.data + g
-                elif not g.flags.writeable:  # a broadcast view: give the leaf an array of its own
-                    g = g.copy()
-                node.grad = _constant(g)
+            backward = node._backward
+            if backward is None:
+                _accumulate_leaf(node, g)
                 continue
-            for parent, pg in zip(node._parents, node._backward(g)):
-                if pg is None or not parent.autograd:
-                    continue
-                pid = parent.id
-                held = grads.get(pid)
-                grads[pid] = pg if held is None else held + pg
+            for parent, pg in zip(node._parents, backward(g)):
+                if pg is not None and parent.autograd:
+                    pid = parent.id
+                    previous = held(pid)
+                    grads[pid] = pg if previous is None else previous + pg
 
     # ------------------------------------------------------------------ elementwise arithmetic
     def __neg__(self):
@@ -469,8 +471,16 @@ class Tensor:
         return _lift(other, self.data.dtype).mm(self)
 
 
-def _by_id(t: Tensor) -> int:
-    return t.id
+_by_id = operator.attrgetter("id")
+
+
+def _accumulate_leaf(leaf: Tensor, g: np.ndarray):
+    """Add ``g`` into a leaf's ``.grad`` (a new array: gradient arrays are never written in place)."""
+    if leaf.grad is not None:
+        g = leaf.grad.data + g
+    elif not g.flags.writeable:  # a broadcast view: give the leaf an array of its own
+        g = g.copy()
+    leaf.grad = _constant(g)
 
 
 def _neg_backward(g):

@@ -1,0 +1,291 @@
+"""Engine speed against its peers, measured side by side in this process.
+
+- One training step (forward, loss, backward, optimizer step, zero grad) against PyTorch CPU on
+  three MLPs, float32 on both sides, same architecture, same initial weights (minigrad's, copied
+  into torch) and the same batches, MSE summed, plain SGD.
+- ``minigrad.fit`` on scikit-learn's digits against ``MLPClassifier`` with the same settings:
+  wall time and test accuracy.
+
+Timing: the two sides run in alternating blocks (the order flips every round) so drift on a shared
+machine hits both; each side's figure is the median over rounds of its per-step time. PyTorch gets
+as many intra-op threads as numpy's BLAS has, so neither side has more cores. Every block starts
+after a short pause: both libraries leave their worker threads spinning for a while after a
+parallel call (OpenBLAS for about 0.1 s), and a block that starts inside the other side's spin
+shares its cores with it -- measured here, that slows PyTorch's first steps after a numpy block
+up to fourfold, which would flatter minigrad.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+import minigrad as mg
+
+# (name, layer sizes, hidden activation, output activation, batch, SGD alpha)
+STEP_CASES = [
+    ("XOR 2-3-1 tanh/sigmoid, batch 4", [2, 3, 1], "tanh", "sigmoid", 4, 1.0),
+    ("MLP 784-128-10 ReLU, batch 64", [784, 128, 10], "relu", None, 64, 1e-4),
+    ("MLP 784-512-512-10 ReLU, batch 256", [784, 512, 512, 10], "relu", None, 256, 1e-5),
+]
+STEP_TARGETS = {"XOR": 0.15, "784-128-10": 0.6, "784-512-512-10": 0.9}
+FIT_TARGET = 0.5
+DIGITS_SETTINGS = {"hidden": 64, "alpha": 1e-3, "batch": 32, "epochs": 30}
+
+
+def blas_threads() -> int:
+    """Threads numpy's BLAS uses (1 if threadpoolctl cannot tell)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return 1
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    return max(counts) if counts else 1
+
+
+SETTLE_SECONDS = 0.15  # longer than OpenBLAS's and libgomp's spin before their threads sleep
+
+
+def interleaved_medians(first, second, rounds, per_round):
+    """Median seconds per call of two zero-argument callables, run in alternating blocks."""
+    times = ([], [])
+    sides = (first, second)
+    for r in range(rounds):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for side in order:
+            call = sides[side]
+            time.sleep(SETTLE_SECONDS)
+            started = time.perf_counter()
+            for _ in range(per_round):
+                call()
+            times[side].append((time.perf_counter() - started) / per_round)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+# ---------------------------------------------------------------------- training step vs PyTorch
+def minigrad_mlp(sizes, hidden, output, rng):
+    activations = {"tanh": mg.Tanh, "sigmoid": mg.Sigmoid, "relu": mg.Relu}
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(mg.Linear(n_in, n_out, rng=rng, dtype=np.float32))
+        last = i == len(sizes) - 2
+        name = output if last else hidden
+        if name:
+            layers.append(activations[name]())
+    return mg.Sequential(layers)
+
+
+def torch_copy(torch, model):
+    """The same network in torch, with minigrad's weights (torch stores Linear weights transposed)."""
+    activations = {mg.Tanh: torch.nn.Tanh, mg.Sigmoid: torch.nn.Sigmoid, mg.Relu: torch.nn.ReLU}
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, mg.Linear):
+            twin = torch.nn.Linear(layer.in_features, layer.out_features)
+            with torch.no_grad():
+                twin.weight.copy_(torch.from_numpy(layer.weight.data.T.copy()))
+                twin.bias.copy_(torch.from_numpy(layer.bias.data.copy()))
+            layers.append(twin)
+        else:
+            layers.append(activations[type(layer)]())
+    return torch.nn.Sequential(*layers)
+
+
+def make_batches(sizes, batch, rng, count=8):
+    inputs = [rng.standard_normal((batch, sizes[0])).astype(np.float32) for _ in range(count)]
+    targets = [rng.uniform(0, 1, (batch, sizes[-1])).astype(np.float32) for _ in range(count)]
+    return inputs, targets
+
+
+def minigrad_stepper(model, alpha, inputs, targets):
+    # Batches are wrapped once, outside the timed step, exactly as torch_stepper does.
+    batches = itertools.cycle([(mg.Tensor(x), mg.Tensor(y)) for x, y in zip(inputs, targets)])
+    loss_fn = mg.MSELoss(reduction="sum")
+    optimizer = mg.SGD(model.get_parameters(), alpha=alpha)
+
+    def step():
+        x, y = next(batches)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()  # step(zero=True) also clears the gradients, as the seed's SGD does
+        return loss
+
+    return step
+
+
+def torch_stepper(torch, model, alpha, inputs, targets):
+    batches = itertools.cycle([(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(inputs, targets)])
+    optimizer = torch.optim.SGD(model.parameters(), lr=alpha)
+    mse = torch.nn.functional.mse_loss
+
+    def step():
+        x, y = next(batches)
+        optimizer.zero_grad()
+        loss = mse(model(x), y, reduction="sum")
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def check_same_training(torch, sizes, hidden, output, batch, alpha):
+    """Ten steps from the same weights on the same batches give the same losses (float32 tolerance)."""
+    rng = np.random.default_rng(1)
+    model = minigrad_mlp(sizes, hidden, output, rng)
+    twin = torch_copy(torch, model)
+    inputs, targets = make_batches(sizes, batch, rng, count=4)
+    mine = minigrad_stepper(model, alpha, inputs, targets)
+    theirs = torch_stepper(torch, twin, alpha, inputs, targets)
+    worst = 0.0
+    for _ in range(10):
+        a, b = float(mine().data), float(theirs().item())
+        worst = max(worst, abs(a - b) / max(abs(b), 1e-6))
+    return worst
+
+
+def step_case(torch, name, sizes, hidden, output, batch, alpha, rounds):
+    rng = np.random.default_rng(0)
+    model = minigrad_mlp(sizes, hidden, output, rng)
+    twin = torch_copy(torch, model)
+    inputs, targets = make_batches(sizes, batch, rng)
+    mine = minigrad_stepper(model, alpha, inputs, targets)
+    theirs = torch_stepper(torch, twin, alpha, inputs, targets)
+    # Per-round block length: about 30 ms of work per side keeps timer noise negligible.
+    per_round = max(5, int(0.03 / _probe(theirs)))
+    for _ in range(3):  # warm-up: allocator pools, BLAS buffers, torch's autograd caches
+        mine()
+        theirs()
+    t_mine, t_torch = interleaved_medians(mine, theirs, rounds, per_round)
+    final = float(mine().data)
+    if not np.isfinite(final):
+        raise RuntimeError(f"{name}: minigrad's loss diverged during the benchmark ({final})")
+    return t_mine, t_torch
+
+
+def _probe(call, repeats=20) -> float:
+    started = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - started) / repeats
+
+
+# ---------------------------------------------------------------------- fit vs scikit-learn
+def digits_split():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    return train_test_split(x, digits.target, test_size=0.25, random_state=0, stratify=digits.target)
+
+
+def fit_minigrad(x_train, y_train, x_test, y_test, seed):
+    s = DIGITS_SETTINGS
+    rng = np.random.default_rng(seed)
+    model = mg.Sequential(
+        [
+            mg.Linear(x_train.shape[1], s["hidden"], rng=rng, dtype=np.float32),
+            mg.Relu(),
+            mg.Linear(s["hidden"], 10, rng=rng, dtype=np.float32),
+        ]
+    )
+    optimizer = mg.Adam(model.get_parameters(), alpha=s["alpha"])
+    started = time.perf_counter()
+    mg.fit(model, x_train, y_train, mg.CrossEntropyLoss(), optimizer, s["epochs"], batch_size=s["batch"], seed=seed)
+    seconds = time.perf_counter() - started
+    with mg.no_grad():
+        predicted = model(mg.Tensor(x_test)).data.argmax(axis=1)
+    return seconds, float((predicted == y_test).mean())
+
+
+def fit_sklearn(x_train, y_train, x_test, y_test, seed):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    s = DIGITS_SETTINGS
+    clf = MLPClassifier(
+        hidden_layer_sizes=(s["hidden"],),
+        activation="relu",
+        solver="adam",
+        alpha=0.0,  # no L2 penalty: minigrad's Adam has none
+        learning_rate_init=s["alpha"],
+        batch_size=s["batch"],
+        max_iter=s["epochs"],
+        shuffle=True,
+        early_stopping=False,
+        tol=0.0,
+        n_iter_no_change=s["epochs"] + 1,  # with tol=0 this turns the convergence stop off
+        random_state=seed,
+    )
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reaching max_iter is the point
+        clf.fit(x_train, y_train)
+    seconds = time.perf_counter() - started
+    return seconds, float(clf.score(x_test, y_test))
+
+
+def fit_comparison(seeds):
+    x_train, x_test, y_train, y_test = digits_split()
+    mine, theirs = [], []
+    for i, seed in enumerate(seeds):
+        runs = [(mine, fit_minigrad), (theirs, fit_sklearn)]
+        if i % 2:
+            runs.reverse()
+        for results, fit in runs:
+            results.append(fit(x_train, y_train, x_test, y_test, seed))
+    return mine, theirs
+
+
+# ---------------------------------------------------------------------- report
+def run(rounds=25, seeds=range(7)):
+    import torch
+
+    threads = blas_threads()
+    torch.set_num_threads(threads)
+    print(
+        f"numpy {np.__version__}, torch {torch.__version__}; float32; "
+        f"{threads} thread(s) for numpy's BLAS and torch.set_num_threads({threads})"
+    )
+    print("training step = forward + MSE(sum) + backward + SGD step + zero grad; median of interleaved blocks")
+    print(f"{'case':38} {'minigrad':>10} {'torch':>10} {'ratio':>7} {'target':>7}  same losses")
+    for name, sizes, hidden, output, batch, alpha in STEP_CASES:
+        agreement = check_same_training(torch, sizes, hidden, output, batch, alpha)
+        t_mine, t_torch = step_case(torch, name, sizes, hidden, output, batch, alpha, rounds)
+        target = next(v for k, v in STEP_TARGETS.items() if k in name)
+        ratio = t_mine / t_torch
+        verdict = "ok" if ratio <= target else "MISSED"
+        print(
+            f"{name:38} {t_mine * 1e6:8.1f}us {t_torch * 1e6:8.1f}us {ratio:6.2f}x {target:5.2f}x {verdict:6}"
+            f" rel.diff {agreement:.1e}"
+        )
+
+    s = DIGITS_SETTINGS
+    print(
+        f"\nfit on digits (64-{s['hidden']}-10 ReLU, cross-entropy, Adam {s['alpha']:g}, batch {s['batch']}, "
+        f"{s['epochs']} epochs, 75/25 split) vs sklearn MLPClassifier, {len(seeds)} seeds interleaved"
+    )
+    mine, theirs = fit_comparison(list(seeds))
+    t_mine = statistics.median(t for t, _ in mine)
+    t_theirs = statistics.median(t for t, _ in theirs)
+    acc_mine = statistics.mean(a for _, a in mine)
+    acc_theirs = statistics.mean(a for _, a in theirs)
+    ratio = t_mine / t_theirs
+    verdict = "ok" if ratio <= FIT_TARGET and acc_mine >= acc_theirs else "MISSED"
+    print(f"{'':14} {'median time':>12} {'mean test accuracy':>19} {'min':>6} {'max':>6}")
+    for label, results, t, acc in (
+        ("minigrad.fit", mine, t_mine, acc_mine),
+        ("MLPClassifier", theirs, t_theirs, acc_theirs),
+    ):
+        accs = [a for _, a in results]
+        print(f"{label:14} {t * 1e3:10.1f}ms {acc:19.4f} {min(accs):6.4f} {max(accs):6.4f}")
+    print(f"time ratio {ratio:.2f}x (target <= {FIT_TARGET}x at equal or better accuracy): {verdict}")
+
+
+if __name__ == "__main__":
+    run()
