@@ -413,6 +413,9 @@ class LayerSpecField(fields.Field):
 # ---------------------------------------------------------------------- the document
 
 
+_UNSUPPORTED = f"unsupported version {{input}} (this minigrad reads {VERSION})"
+
+
 class ModelDocumentSchema(_StrictSchema):
     """The whole model document.
 
@@ -427,7 +430,7 @@ class ModelDocumentSchema(_StrictSchema):
     format = Text(required=True, validate=validate.Equal(FORMAT, error=f"expected '{FORMAT}', got {{input!r}}"))
     # Other integers never reach this validator (the pre_load hook reports them first); it states
     # the constraint for OpenAPI and the JSON Schema file.
-    version = WholeNumber(required=True, validate=validate.Equal(VERSION, error="unsupported version {input}"))
+    version = WholeNumber(required=True, validate=validate.Equal(VERSION, error=_UNSUPPORTED))
     dtype = Text(required=True, validate=validate.OneOf(DTYPES, error="expected one of {choices}, got {input!r}"))
     layers = fields.List(
         LayerSpecField(metadata={"description": "A layer spec; `type` selects which: " + _known_types()}),
@@ -443,12 +446,12 @@ class ModelDocumentSchema(_StrictSchema):
     @pre_load
     def _readable_version_first(self, document, **kwargs):
         # A document from a newer minigrad may differ everywhere else; its version is the one fact
-        # worth reporting, so it is checked before anything else.
+        # worth reporting, so it is checked before anything else (in documents that say they are ours).
         if not isinstance(document, Mapping):
             raise ValidationError(f"expected a JSON object, got {describe(document)}")
         version = document.get("version")
-        if type(version) is int and version != VERSION:
-            raise ValidationError({"version": [f"unsupported version {version} (this minigrad reads {VERSION})"]})
+        if document.get("format") == FORMAT and type(version) is int and version != VERSION:
+            raise ValidationError({"version": [_UNSUPPORTED.format(input=version)]})
         return document
 
     @validates_schema
@@ -610,6 +613,12 @@ def save(model, path_or_file) -> None:
     path = os.fspath(path_or_file)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path) or ".")
     try:
+        # mkstemp makes the file private (0600); a model file keeps the mode it had, or gets 0644.
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o644
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

@@ -145,6 +145,24 @@ def test_the_valid_document_of_the_table_loads():
     Sequential.from_dict(valid_document())
 
 
+def test_a_foreign_document_is_not_told_its_version_is_unsupported():
+    document = {**valid_document(), "format": "keras", "version": 3}
+    with pytest.raises(ModelFormatError) as caught:
+        Sequential.from_dict(document)
+    assert caught.value.errors == [
+        ("format", "expected 'minigrad.sequential', got 'keras'"),
+        ("version", "unsupported version 3 (this minigrad reads 1)"),
+    ]
+
+
+def test_saved_file_is_readable_by_others_and_keeps_its_mode(tmp_path):
+    minigrad.save(small_model(), tmp_path / "new.json")
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+    (tmp_path / "new.json").chmod(0o640)
+    minigrad.save(small_model(), tmp_path / "new.json")
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640
+
+
 def test_several_defects_are_all_reported():
     document = valid_document()
     document["dtype"] = "int8"
