@@ -70,7 +70,7 @@ def describe(value) -> str:
     """A short, JSON-flavoured rendering of a bad value for error messages."""
     if value is None:
         return "null"
-    if value is True or value is False:
+    if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, str):
         return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
@@ -191,8 +191,11 @@ def finite_array(value, ndim: int) -> np.ndarray:
 
 def _has_bool(value, ndim: int) -> bool:
     if ndim == 1:
-        return bool in set(map(type, value))
+        return not _BOOLEANS.isdisjoint(map(type, value))
     return any(_has_bool(row, ndim - 1) for row in value)
+
+
+_BOOLEANS = {bool, np.bool_}
 
 
 def _is_number(item) -> bool:
@@ -251,6 +254,8 @@ def json_value(value, depth: int, want_object: bool = False):
     """A copy of ``value`` made of plain JSON types; ValidationError naming the first bad place."""
     if want_object and not isinstance(value, Mapping):
         raise ValidationError(f"expected an object, got {describe(value)}")
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     if isinstance(value, Mapping) or isinstance(value, (list, tuple)):
         if depth <= 0:
             raise ValidationError(f"nested deeper than {MAX_METADATA_DEPTH} levels")
@@ -583,12 +588,32 @@ def dumps(model) -> str:
     return f'{{\n{head},\n  "layers": [\n    {layers}\n  ],\n  "metadata": {metadata}\n}}\n'
 
 
+class _RepeatedKey(Exception):
+    """Raised from inside json.loads; not a ValueError, so it is not mistaken for a syntax error."""
+
+
+def _object_without_repeated_keys(pairs):
+    # Plain json.loads keeps the last of repeated keys; other parsers keep the first. A document
+    # that means different things to different readers is refused.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return obj
+
+
 def loads(text) -> Sequential:
     """The model in a JSON document (str or bytes)."""
     if not isinstance(text, (str, bytes, bytearray)):
         raise ModelFormatError([("document", f"expected JSON text (str or bytes), got {describe(text)}")])
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_object_without_repeated_keys)
+    except _RepeatedKey as exc:
+        message = f"the key {describe(exc.args[0])} appears twice in one object (which one counts is ambiguous)"
+        raise ModelFormatError([("document", message)]) from None
     except RecursionError:
         raise ModelFormatError([("document", "nested too deeply")]) from None
     except UnicodeDecodeError as exc:

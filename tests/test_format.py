@@ -184,8 +184,9 @@ def test_several_defects_are_all_reported():
         ("null", "expected a JSON object, got null"),
         (json.dumps(valid_document()).replace("0.5", "NaN"), "layers[2].bias[0]: NaN is not allowed"),
         (json.dumps(valid_document()).replace("0.01", "Infinity"), "metadata.training.loss: Infinity is not allowed"),
+        ('{"format": "minigrad.sequential", "format": "keras"}', "document: the key 'format' appears twice"),
     ],
-    ids=["empty", "truncated", "not UTF-8", "too deep", "number", "string", "null", "NaN", "Infinity"],
+    ids=["empty", "truncated", "not UTF-8", "too deep", "number", "string", "null", "NaN", "Infinity", "repeated key"],
 )
 def test_text_that_is_not_a_document(text, fragment):
     with pytest.raises(ModelFormatError, match="^document: |: ") as caught:
