@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import minigrad
-from minigrad import Linear, Relu, Sequential, Sigmoid, Tanh, Tensor, no_grad
-from service import create_app
+from minigrad import Linear, Relu, Sequential, Sigmoid, Tensor, no_grad
 from service.v2_codec import HEADER_LENGTH
 
 XOR_ROWS = [[0, 0], [0, 1], [1, 0], [1, 1]]
@@ -20,29 +19,13 @@ def forward(model: Sequential, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def models():
-    """The served models, by name: XOR in float64, a wider float32 model."""
+def models(model_dir):
+    """The served models by name, loaded from the files the app serves: the shipped xor and iris
+    (float64) and, placed beside them by hand, a float32 model."""
     rng = np.random.default_rng(4)
-    return {
-        "xor": Sequential([Linear(2, 3, rng=rng), Tanh(), Linear(3, 1, rng=rng), Sigmoid()]),
-        "wide32": Sequential(
-            [Linear(5, 8, rng=rng, dtype=np.float32), Relu(), Linear(8, 3, rng=rng, dtype=np.float32)]
-        ),
-    }
-
-
-@pytest.fixture
-def app(tmp_path, models):
-    model_dir = tmp_path / "models"
-    model_dir.mkdir()
-    for name, model in models.items():
-        minigrad.save(model, model_dir / f"{name}.json")
-    return create_app({"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": tmp_path / "var", "TESTING": True})
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
+    wide = Sequential([Linear(5, 8, rng=rng, dtype=np.float32), Relu(), Linear(8, 3, rng=rng, dtype=np.float32)])
+    minigrad.save(wide, model_dir / "wide32.json")
+    return {name: minigrad.load(model_dir / f"{name}.json") for name in ("xor", "iris", "wide32")}
 
 
 def infer_body(data, shape=None, datatype="FP64", **extra) -> bytes:
@@ -88,9 +71,13 @@ def test_health_and_server_metadata_answer_json(client, path, expected):
     assert response.get_json() == expected
 
 
-@pytest.mark.parametrize("name, datatype, n_in, n_out", [("xor", "FP64", 2, 1), ("wide32", "FP32", 5, 3)])
+@pytest.mark.parametrize(
+    "name, datatype, n_in, n_out", [("xor", "FP64", 2, 1), ("iris", "FP64", 4, 3), ("wide32", "FP32", 5, 3)]
+)
 @pytest.mark.parametrize("suffix", ["", "/versions/1"])
-def test_model_metadata_describes_the_tensors_in_the_models_datatype(client, name, datatype, n_in, n_out, suffix):
+def test_model_metadata_describes_the_tensors_in_the_models_datatype(
+    client, models, name, datatype, n_in, n_out, suffix
+):
     assert client.get(f"/v2/models/{name}{suffix}").get_json() == {
         "name": name,
         "versions": ["1"],
@@ -181,7 +168,9 @@ def test_gzip_request_body_is_inflated(client, models):
 # ---------------------------------------------------------------------- inference, binary
 
 
-@pytest.mark.parametrize("name, dtype, datatype", [("xor", np.float64, "FP64"), ("wide32", np.float32, "FP32")])
+@pytest.mark.parametrize(
+    "name, dtype, datatype", [("xor", np.float64, "FP64"), ("iris", np.float64, "FP64"), ("wide32", np.float32, "FP32")]
+)
 def test_binary_in_binary_out_is_bit_identical(client, models, name, dtype, datatype):
     n_inputs = models[name].layers[0].in_features
     x = np.random.default_rng(5).standard_normal((7, n_inputs)).astype(dtype)
@@ -272,7 +261,7 @@ def test_infer_on_unknown_model_is_404(client):
     assert_error(client.post("/v2/models/nope/infer", data=infer_body(XOR_ROWS)), 404, "no model named 'nope'")
 
 
-def test_oversized_body_is_413_in_the_protocols_format(tmp_path, app):
+def test_oversized_body_is_413_in_the_protocols_format(app):
     app.config["MAX_CONTENT_LENGTH"] = 100
     response = app.test_client().post("/v2/models/xor/infer", data=infer_body([[0.5, 0.5]] * 50))
     assert_error(response, 413, "")
@@ -283,18 +272,13 @@ def test_unsupported_content_encoding_is_415(client):
     assert_error(response, 415, "'br' is not supported")
 
 
+TOKEN = "v2-s3cret"
+
+
 @pytest.fixture
-def protected_client(tmp_path, models):
-    model_dir = tmp_path / "protected"
-    model_dir.mkdir()
-    minigrad.save(models["xor"], model_dir / "xor.json")
-    config = {
-        "MINIGRAD_MODEL_DIR": model_dir,
-        "MINIGRAD_DATA_DIR": tmp_path / "var",
-        "MINIGRAD_API_TOKEN": "s3cret",
-        "MINIGRAD_PROTECT_PREDICT": True,
-    }
-    return create_app(config).test_client()
+def protected_client(app):
+    app.config.update(MINIGRAD_API_TOKEN=TOKEN, MINIGRAD_PROTECT_PREDICT=True)
+    return app.test_client()
 
 
 def test_protected_predictions_need_the_token_on_infer(protected_client):
@@ -309,7 +293,7 @@ def test_protected_predictions_need_the_token_on_infer(protected_client):
         "not valid",
     )
     ok = protected_client.post(
-        "/v2/models/xor/infer", data=infer_body(XOR_ROWS), headers={"Authorization": "Bearer s3cret"}
+        "/v2/models/xor/infer", data=infer_body(XOR_ROWS), headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert ok.status_code == 200
     assert protected_client.get("/v2/models/xor").status_code == 200  # metadata stays open
