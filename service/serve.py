@@ -1,0 +1,68 @@
+"""``python -m service.serve`` (``make serve``): gunicorn and a training-job consumer, started together
+and stopped together.
+
+Ctrl-C (or SIGTERM) stops both: gunicorn finishes the requests in flight, and the consumer puts a job it
+was running back in the queue, to be run again by the next consumer. If either process dies on its own,
+the other is stopped too, so a half-running service never goes unnoticed. Extra arguments go to gunicorn.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+STOP_TIMEOUT = 20.0
+
+
+def start(command: list[str]) -> subprocess.Popen:
+    # A session of its own: the terminal's Ctrl-C reaches only this script, which decides the order.
+    return subprocess.Popen(command, start_new_session=True)
+
+
+def stop_all(processes: dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for name, process in processes.items():
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"serve: {name} did not stop within {STOP_TIMEOUT:g} s; killing it", file=sys.stderr)
+            process.kill()
+            process.wait()
+
+
+def main(argv=None) -> int:
+    gunicorn_args = sys.argv[1:] if argv is None else argv
+    stopping = False
+
+    def request_stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    processes = {
+        "gunicorn": start([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), *gunicorn_args]),
+        "consumer": start([sys.executable, "-m", "service.worker"]),
+    }
+    exited = None
+    while not stopping and exited is None:
+        exited = next((name for name, p in processes.items() if p.poll() is not None), None)
+        time.sleep(0.2)
+    if exited:
+        print(f"serve: {exited} exited with status {processes[exited].returncode}; stopping the rest",
+              file=sys.stderr)
+    stop_all(processes)
+    if exited is None:
+        return 0
+    return processes[exited].returncode or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
