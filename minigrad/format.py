@@ -350,7 +350,7 @@ class LinearSpec(LayerSpecSchema):
         weight, bias = spec["weight"], spec["bias"]
         # Linear's own constructor is the one way to make a Linear; a private generator keeps the
         # throwaway initial draw from touching numpy's global random state.
-        layer = Linear(*weight.shape, rng=np.random.default_rng(0), dtype=dtype)
+        layer = self.layer_class(*weight.shape, rng=np.random.default_rng(0), dtype=dtype)
         np.copyto(layer.weight.data, weight)
         np.copyto(layer.bias.data, bias)
         return layer
