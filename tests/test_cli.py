@@ -2,7 +2,6 @@
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from sklearn.datasets import load_iris
 import minigrad
 from minigrad.cli import main
 from minigrad.format import load
+from service.testing import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 EXECUTABLE = Path(sys.executable).parent / "minigrad"
@@ -317,12 +317,6 @@ def test_help_everywhere(command):
 
 
 # ---------------------------------------------------------------------- the installed executable
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_installed_executable_round_trip(files):

@@ -1,0 +1,229 @@
+"""The image, rehearsed without Docker: what the Dockerfile builds, installed in a fresh virtual environment.
+
+The build stage's COPY lines pick the files (from the context .dockerignore allows) from which the wheel is
+built; the wheel goes into a new venv, as the runtime stage's ``pip install`` does; the runtime stage's COPY
+lines fill a scratch root standing in for / (models, gunicorn config), and its ENV, WORKDIR, ENTRYPOINT, CMD
+and HEALTHCHECK are used as written, with paths moved under that root and the bind address moved to a free
+loopback port. The consumer runs with docker-compose.yml's worker entrypoint. Nothing imports the checkout,
+so a file missing from the wheel (shipped models, the JSON Schema, the /docs page's assets) fails here.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import yaml
+from dockerfile import build_context, copy_from_context, parse_dockerfile
+
+import minigrad
+from service.testing import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = parse_dockerfile(REPO / "Dockerfile")
+BUILD, RUNTIME = STAGES[0], STAGES[-1]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+TOKEN = "wheel-test-token"
+XOR_ARCHITECTURE = [
+    {"type": "Linear", "in_features": 2, "out_features": 3},
+    {"type": "Tanh"},
+    {"type": "Linear", "in_features": 3, "out_features": 1},
+    {"type": "Sigmoid"},
+]
+
+
+def run(command, **kwargs):
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=300, **kwargs)
+    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+class Image:
+    """The scratch root (``fs``), the venv and the environment a container of the image would have."""
+
+    def __init__(self, base: Path):
+        context_files = build_context(REPO)
+        build_root = base / "build-stage"
+        for source, destination in BUILD.copies_from_context():
+            copy_from_context(REPO, context_files, source, destination, build_root)
+        wheels = base / "wheels"
+        # --no-build-isolation: setuptools comes from this venv instead of the network; the wheel is the same.
+        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+             "--wheel-dir", wheels, build_root / BUILD.workdir().lstrip("/")])
+        (self.wheel,) = wheels.glob("minigrad-*.whl")
+
+        self.venv = base / "venv"
+        run([sys.executable, "-m", "venv", self.venv])
+        run([self.venv / "bin" / "python", "-m", "pip", "install", "--quiet", self.wheel])
+
+        self.fs = base / "fs"
+        for source, destination in RUNTIME.copies_from_context():
+            copy_from_context(REPO, context_files, source, destination, self.fs)
+        for volume in json.loads(RUNTIME.last("VOLUME").arguments):
+            self.path(volume).mkdir(parents=True, exist_ok=True)
+        self.workdir = self.path(RUNTIME.workdir())
+        self.env = {
+            "PATH": f"{self.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(base),
+            "LANG": "C.UTF-8",
+            **{key: self.moved(value) for key, value in RUNTIME.env().items()},
+        }
+
+    def path(self, absolute: str) -> Path:
+        return self.fs / absolute.lstrip("/")
+
+    def moved(self, value: str) -> str:
+        """An absolute path of the image, as the same place under the scratch root; anything else unchanged."""
+        if value.startswith("/") and self.path(value.split("/")[1]).exists():
+            return str(self.path(value))
+        return value
+
+    def run(self, command: list) -> subprocess.CompletedProcess:
+        """A command run as in the container: its PATH, environment and working directory (never the checkout,
+        which ``python -c`` would otherwise put first on sys.path)."""
+        return run([self.moved(str(word)) for word in command], cwd=self.workdir, env=self.env)
+
+    def start(self, command: list[str], log: Path, extra_env: dict) -> subprocess.Popen:
+        with open(log, "wb") as out:
+            return subprocess.Popen([self.moved(word) for word in command], cwd=self.workdir,
+                                    env={**self.env, **extra_env}, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    started = time.perf_counter()
+    built = Image(tmp_path_factory.mktemp("image"))
+    print(f"wheel built and installed in a fresh venv in {time.perf_counter() - started:.1f} s")
+    return built
+
+
+@pytest.fixture(scope="module")
+def container(image, tmp_path_factory):
+    """gunicorn started with the image's ENTRYPOINT + CMD, and the consumer with compose's worker entrypoint."""
+    logs = tmp_path_factory.mktemp("logs")
+    port = free_port()
+    command = RUNTIME.last("ENTRYPOINT").exec_form() + RUNTIME.last("CMD").exec_form()
+    command[command.index("--bind") + 1] = f"127.0.0.1:{port}"
+    # The compose file's settings, minus Redis (a single container uses the embedded SQLite queue).
+    settings = {"MINIGRAD_API_TOKEN": TOKEN, "WEB_CONCURRENCY": "2"}
+    server = image.start(command, logs / "gunicorn.log", settings)
+    worker = image.start(COMPOSE["services"]["worker"]["entrypoint"], logs / "worker.log", settings)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (logs / "gunicorn.log").read_text()
+            assert worker.poll() is None, (logs / "worker.log").read_text()
+            try:
+                if requests.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not answer /healthz within 60 s"
+            time.sleep(0.1)
+        yield url, port
+    finally:
+        worker_status, server_status = stop(worker), stop(server)
+        assert (server_status, worker_status) == (0, 0), (logs / "gunicorn.log").read_text()
+
+
+def test_nothing_comes_from_the_checkout(image):
+    located = image.run(["python", "-c", "import minigrad, service; print(minigrad.__file__, service.__file__)"])
+    located = located.stdout.split()
+    assert all(path.startswith(str(image.venv)) for path in located)
+
+
+def test_the_wheel_ships_the_json_schema(image):
+    shipped = image.run(["python", "-c", "import importlib.resources as r; "
+                         "print(r.files('minigrad').joinpath('model.schema.json').read_text(), end='')"]).stdout
+    assert shipped == (REPO / "minigrad" / "model.schema.json").read_text()
+
+
+def test_the_installed_command_line_validates_the_shipped_models(image):
+    models = sorted(Path(image.env["MINIGRAD_MODEL_DIR"]).glob("*.json"))
+    assert [m.name for m in models] == sorted(p.name for p in (REPO / "models").glob("*.json"))
+    result = image.run(["minigrad", "validate", *models])
+    assert result.stdout.count(": valid, ") == len(models)
+
+
+def test_the_healthcheck_command_passes(image, container):
+    url, port = container
+    command = json.loads(re.sub(r"^.*?CMD ", "", RUNTIME.last("HEALTHCHECK").arguments))
+    command = [word.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for word in command]
+    image.run(command)
+
+
+def test_a_prediction_from_a_shipped_model(container):
+    url, _ = container
+    listed = requests.get(url + "/models", timeout=10).json()
+    names = {entry["name"] for entry in (listed["models"] if isinstance(listed, dict) else listed)}
+    assert {p.stem for p in (REPO / "models").glob("*.json")} <= names
+    answer = requests.post(url + "/predict", json={"model": "xor", "inputs": [[0, 1], [1, 1]]}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    with minigrad.no_grad():
+        expected = minigrad.load(REPO / "models" / "xor.json")(minigrad.Tensor(np.array([[0.0, 1.0], [1.0, 1.0]])))
+    assert answer.json()["outputs"] == expected.data.tolist()
+
+
+def test_the_openapi_document_and_the_offline_docs_page(container):
+    url, _ = container
+    spec = requests.get(url + "/openapi.json", timeout=10)
+    assert spec.status_code == 200 and "/predict" in spec.json()["paths"] and "/train" in spec.json()["paths"]
+    page = requests.get(url + "/docs", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+    assets = set(re.findall(r'(?:src|href)="(/[^"]+)"', page.text))
+    assert any(asset.endswith(".js") for asset in assets) and any(asset.endswith(".css") for asset in assets)
+    for asset in assets:
+        response = requests.get(url + asset, timeout=10)
+        assert response.status_code == 200 and response.content, asset
+
+
+def test_a_training_job_through_the_consumer(image, container):
+    url, _ = container
+    body = {
+        "architecture": XOR_ARCHITECTURE,
+        "data": {"inputs": [[0, 0], [0, 1], [1, 0], [1, 1]], "targets": [[0], [1], [1], [0]]},
+        "loss": "bce", "optimizer": {"type": "sgd", "alpha": 0.5}, "epochs": 1500, "seed": 7,
+        "save_as": "xor-from-the-wheel",
+    }
+    assert requests.post(url + "/train", json=body, timeout=10).status_code == 401
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    job = requests.post(url + "/train?wait=25", json=body, headers=headers, timeout=40).json()
+    assert job["status"] == "succeeded", job
+    document = requests.get(url + job["result"]["model_url"], timeout=10).json()
+    assert document["format"] == "minigrad.sequential"
+    # Registered in the models volume, where every api and worker container sees it.
+    assert Path(image.env["MINIGRAD_MODEL_DIR"], "xor-from-the-wheel", "1.json").is_file()
+    answer = requests.post(url + "/predict", json={"model": "xor-from-the-wheel", "inputs": [[1, 0], [1, 1]]},
+                           timeout=10).json()
+    assert answer["outputs"][0][0] > 0.5 > answer["outputs"][1][0]
+
+
+def test_the_wheel_is_what_the_image_installs(image):
+    with zipfile.ZipFile(image.wheel) as wheel:
+        names = set(wheel.namelist())
+    assert {"minigrad/cli.py", "minigrad/model.schema.json", "service/worker.py"} <= names
+    assert not any("__pycache__" in name or name.startswith("tests/") for name in names)
+    entry_points = image.run(["python", "-c", "import importlib.metadata as m; print(sorted(e.name for e in "
+                              "m.entry_points(group='console_scripts') if e.dist.name == 'minigrad'))"]).stdout
+    assert "'minigrad'" in entry_points and "'minigrad-worker'" in entry_points
