@@ -6,6 +6,9 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from service.v2_codec import (
     HEADER_LENGTH,
@@ -315,3 +318,35 @@ def test_bad_compressed_bodies(body, encoding, status, expected):
     with pytest.raises(V2ProtocolError, match=expected) as info:
         decode_body(body, encoding, limit=1000)
     assert info.value.status == status
+
+
+# ---------------------------------------------------------------------- any finite array survives every encoding
+
+finite_arrays = hnp.arrays(
+    dtype=st.sampled_from([np.dtype("<f4"), np.dtype("<f8")]),
+    shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=6),
+    elements={"allow_nan": False, "allow_infinity": False},
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(finite_arrays)
+def test_json_nested_json_flat_and_binary_all_read_the_same_array(x):
+    datatype = "FP32" if x.dtype.itemsize == 4 else "FP64"
+    spec = {"name": "x", "shape": list(x.shape), "datatype": datatype}
+    nested = parse_infer_request(json_request([{**spec, "data": x.tolist()}])).inputs["x"]
+    flat = parse_infer_request(json_request([{**spec, "data": x.ravel().tolist()}])).inputs["x"]
+    binary = parse_infer_request(*binary_request({"x": x}, datatype)).inputs["x"]
+    for array in (nested, flat, binary):
+        assert array.shape == x.shape and array.dtype == x.dtype
+        assert array.tobytes() == x.tobytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(finite_arrays)
+def test_responses_carry_outputs_exactly_in_json_and_binary(y):
+    as_json, _ = encode_infer_response("m", 1, None, [("y", y, False)])
+    (output,) = json.loads(as_json)["outputs"]
+    assert np.array(output["data"], dtype=y.dtype).reshape(output["shape"]).tobytes() == y.tobytes()
+    as_binary, headers = encode_infer_response("m", 1, None, [("y", y, True)])
+    assert as_binary[int(headers[HEADER_LENGTH]) :] == y.tobytes()
