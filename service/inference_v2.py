@@ -110,7 +110,7 @@ def _lookup(name: str, version: str | None) -> LoadedModel:
     """The model a URL names; the version is a string in the protocol, a positive integer here."""
     if version is None:
         return get_registry().get(name)
-    if not version.isdigit() or int(version) < 1:
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
         raise V2ProtocolError(f"model version must be a positive integer, got {version!r}")
     return get_registry().get(name, int(version))
 

@@ -108,6 +108,7 @@ def test_new_versions_show_in_metadata_and_are_served_by_version(app, client, mo
         ("/v2/models/xor/versions/3/ready", 404, "has no version 3"),
         ("/v2/models/xor/versions/latest", 400, "version must be a positive integer, got 'latest'"),
         ("/v2/models/xor/versions/0/ready", 400, "version must be a positive integer, got '0'"),
+        ("/v2/models/xor/versions/\u00b2", 400, "version must be a positive integer, got '\u00b2'"),
         ("/v2/models/bad..name", 400, "is not valid"),
         ("/v2/no/such/endpoint", 404, "not found"),
     ],
