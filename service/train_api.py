@@ -100,7 +100,7 @@ def submit_training(body, wait=None):
     if wait:
         record = _wait_until_finished(record["id"], wait)
         status = 200 if record["status"] in FINISHED else 202
-    history = get_job_backend().store.history(record["id"]) if status == 200 else None
+    history = backend.store.history(record["id"]) if status == 200 else None
     return job_view(record, history), status, {"Location": url_for("jobs.show_job", job_id=record["id"])}
 
 

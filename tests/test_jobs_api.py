@@ -12,7 +12,7 @@ from jobs_support import XOR_INPUTS, consumer_thread, slow_request, wait_for, xo
 import minigrad
 from service import create_app
 from service.jobs import get_job_backend
-from service.jobs.runner import ProgressRecorder
+from service.jobs.runner import Heartbeat, ProgressRecorder
 from service.jobs.store import RUNNING
 
 TOKEN = "s3cret-token"
@@ -168,6 +168,18 @@ def test_the_fit_callback_stops_at_the_first_epoch_after_a_cancel(app):
     backend.store.update(record["id"], cancel_requested=True)
     assert recorder({"epoch": 2, "loss": 0.5, "seconds": 0.1}) is False
     assert recorder.stopped_because == "cancelled"
+
+
+def test_the_heartbeat_is_renewed_during_a_long_epoch_and_stops_with_the_job(app):
+    backend = backend_of(app)
+    record = backend.submit({}, {}, epochs=1)
+    backend.store.update(record["id"], status=RUNNING, heartbeat_at=0.0)
+    with Heartbeat(backend.store, record["id"], interval=0.02):
+        first = wait_for(lambda: backend.store.get(record["id"])["heartbeat_at"], 5, what="a heartbeat")
+        wait_for(lambda: backend.store.get(record["id"])["heartbeat_at"] > first, 5, what="a second heartbeat")
+    last = backend.store.get(record["id"])["heartbeat_at"]
+    time.sleep(0.1)
+    assert backend.store.get(record["id"])["heartbeat_at"] == last
 
 
 def test_a_queued_job_is_cancelled_at_once_and_never_runs(app, client):
