@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
-from jobs_support import redis_server
+from jobs_support import redis_server, wait_for
 
 from service.jobs.backend import JobBackend
-from service.jobs.reaper import purge_expired_jobs, reap_stale_jobs
+from service.jobs.reaper import ReaperThread, purge_expired_jobs, reap_stale_jobs
 from service.jobs.settings import JobSettings
 from service.jobs.store import CANCELLED, LOST, QUEUED, RUNNING, SUCCEEDED, new_record
 
@@ -121,3 +122,14 @@ def test_retention_deletes_old_finished_jobs_with_their_model(backend):
     assert backend.trained_document("old") is None
     assert store.get("recent") is not None and backend.trained_document("recent") == {"layers": []}
     assert store.get("running") is not None
+
+
+def test_the_consumers_reaper_thread_reaps_with_nobody_reading(backend):
+    add(backend.store, "stale", 1.0, status=RUNNING, heartbeat_at=time.time() - 100, worker="host:1")
+    reaper = ReaperThread(backend, interval=0.05)
+    reaper.start()
+    try:
+        wait_for(lambda: backend.store.get("stale")["status"] == LOST, 10, what="the reaper thread")
+    finally:
+        reaper.stopped.set()
+        reaper.join()
