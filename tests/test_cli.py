@@ -1,6 +1,8 @@
 """The ``minigrad`` command line: every subcommand, its files and its refusals (a message, never a traceback)."""
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -369,3 +371,18 @@ def test_serve_runs_gunicorn_with_the_project_config(files, xor_model):
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0  # gunicorn itself got the signal: `serve` replaced its process
+
+
+def test_the_readme_examples_run_as_printed(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("\n## The command line\n"):]
+    script = section[section.index("```sh\n") + 6 : section.index("```", section.index("```sh\n") + 6)]
+    shutil.copytree(REPO / "models", tmp_path / "models")
+    env = {**os.environ, "PATH": f"{EXECUTABLE.parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert load(tmp_path / "my-xor-tuned.json").metadata["inputs"] == ["a", "b"]
+    assert (tmp_path / "species.csv").read_text().splitlines()[0] == "setosa,versicolor,virginica"
+    predicted = json.loads(result.stdout[result.stdout.index("[["):])
+    assert predicted[0][0] > 0.5 > predicted[1][0]
