@@ -34,7 +34,8 @@ def input_batch(inputs, width: int, dtype) -> tuple[np.ndarray, bool]:
     flat = array.ndim == 1
     if flat:
         array = array[np.newaxis, :]
-    array = array.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # out of the dtype's range becomes inf, refused just below
+        array = array.astype(dtype, copy=False)
     if array.ndim != 2 or array.shape[1] != width or array.shape[0] == 0 or not np.isfinite(array).all():
         _raise_defect(inputs, width, dtype)
         raise InputError(f"inputs: expected a list of rows (or one row) of {width} numbers")
@@ -65,7 +66,8 @@ def _number_defect(value, dtype) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"expected a number, got {_json_type(value)}"
     try:
-        converted = np.asarray(float(value), dtype=dtype)
+        with np.errstate(over="ignore"):
+            converted = np.asarray(float(value), dtype=dtype)
     except OverflowError:
         converted = np.asarray(math.inf)
     if not np.isfinite(converted):

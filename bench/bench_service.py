@@ -1,0 +1,176 @@
+"""The prediction service under load, next to a trivial endpoint of the same app, in the same run.
+
+1. Throughput and latency with wrk (a real HTTP load generator; Debian's ``wrk`` package, installed
+   here with apt-get when missing and we are root) against gunicorn with 2 workers on loopback:
+   ``POST /predict`` (XOR, batch of 4) vs ``GET /healthz``. Targets: predict >= 0.85x the trivial
+   endpoint's requests/s, and p99 <= 2x its p99.
+2. A large batch end to end: ``POST /predict`` of 1,000 rows x 784 features to a 784-128-10 model,
+   against ``json.loads`` of the same body + the forward pass + ``json.dumps`` of the outputs in one
+   process. Target <= 2x.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import minigrad
+from minigrad import Linear, Relu, Sequential, Sigmoid, Tanh, Tensor, no_grad
+from service.testing import REPO_ROOT, GunicornServer
+
+DURATION_S = int(os.environ.get("BENCH_SERVICE_SECONDS", "8"))
+CONNECTIONS = 8
+ROUNDS = 2
+XOR_BATCH = [[0, 0], [0, 1], [1, 0], [1, 1]]
+
+
+def ensure_wrk() -> str | None:
+    """The path of wrk, installing Debian's package when possible; None (and why) otherwise."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk not found: installing Debian's wrk package with apt-get", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, capture_output=True)
+        found = shutil.which("wrk")
+    if not found:
+        print("wrk is not installed and could not be installed (need root and apt-get): "
+              "the load test is SKIPPED; install it with `apt-get install wrk`.")
+    return found
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _seconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * _UNITS[unit]
+
+
+def run_wrk(wrk: str, url: str, script: str | None = None) -> dict:
+    command = [wrk, "-t2", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", "--latency", url]
+    if script:
+        command[1:1] = ["-s", script]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": _seconds(re.search(r"\s50%\s+(\S+)", output).group(1)),
+        "p99": _seconds(re.search(r"\s99%\s+(\S+)", output).group(1)),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+    }
+
+
+def _post_script(directory: Path, body: dict) -> str:
+    path = directory / "predict.lua"
+    path.write_text('wrk.method = "POST"\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n'
+                    f"wrk.body = {json.dumps(json.dumps(body))}\n")
+    return str(path)
+
+
+def _xor_model() -> Sequential:
+    shipped = REPO_ROOT / "models" / "xor.json"
+    if shipped.exists():
+        return minigrad.load(shipped)
+    rng = np.random.default_rng(0)
+    return Sequential([Linear(2, 3, rng=rng), Tanh(), Linear(3, 1, rng=rng), Sigmoid()])
+
+
+def _post(port: int, path: str, body: bytes) -> bytes:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"POST {path}: {response.status} {data[:300]!r}")
+    return data
+
+
+def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
+    script = _post_script(directory, {"model": "xor", "inputs": XOR_BATCH})
+    targets = {"GET /healthz (trivial)": (server.url + "/healthz", None),
+               "POST /predict (XOR, batch 4)": (server.url + "/predict", script)}
+    runs = {name: [] for name in targets}
+    for url, lua in targets.values():  # warm up every worker's cache and code paths
+        subprocess.run([wrk, "-t1", "-c2", "-d1s", *(["-s", lua] if lua else []), url], check=True, capture_output=True)
+    for _ in range(ROUNDS):  # alternate, so drift in the machine's load hits both alike
+        for name, (url, lua) in targets.items():
+            runs[name].append(run_wrk(wrk, url, lua))
+    print(f"load generator: wrk, 2 threads, {CONNECTIONS} connections, {DURATION_S}s x {ROUNDS} rounds each, "
+          f"gunicorn {server.workers} sync workers on loopback")
+    best = {}
+    for name, results in runs.items():
+        best[name] = {"rps": statistics.median(r["rps"] for r in results),
+                      "p50": statistics.median(r["p50"] for r in results),
+                      "p99": statistics.median(r["p99"] for r in results)}
+        failures = sum(r["non_2xx"] for r in results)
+        sockets = "; ".join(r["socket_errors"] for r in results if r["socket_errors"])
+        print(f"  {name:30s} {best[name]['rps']:8.0f} req/s   p50 {best[name]['p50'] * 1e3:6.2f} ms   "
+              f"p99 {best[name]['p99'] * 1e3:6.2f} ms   non-2xx {failures}"
+              + (f"   socket errors: {sockets}" if sockets else ""))
+    trivial, predict = best["GET /healthz (trivial)"], best["POST /predict (XOR, batch 4)"]
+    print(f"  predict / trivial: throughput {predict['rps'] / trivial['rps']:.2f}x (target >= 0.85x), "
+          f"p99 {predict['p99'] / trivial['p99']:.2f}x (target <= 2x), p50 {predict['p50'] / trivial['p50']:.2f}x")
+
+
+def large_batch(server: GunicornServer, model: Sequential, repeats: int = 5) -> None:
+    rng = np.random.default_rng(1)
+    rows = rng.random((1000, 784)).tolist()
+    body = json.dumps({"model": "mnist", "inputs": rows}).encode()
+    _post(server.port, "/predict", body)  # load the model into the worker's cache
+
+    def in_process():
+        parsed = json.loads(body)
+        with no_grad():
+            outputs = model(Tensor(np.asarray(parsed["inputs"], dtype=np.float64))).data
+        return json.dumps({"model": "mnist", "version": 1, "outputs": outputs.tolist()})
+
+    def timed(function):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            function()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    baseline = timed(in_process)
+    service = timed(lambda: _post(server.port, "/predict", body))
+    print(f"large batch: 1,000 x 784 to a 784-128-10 model, body {len(body) / 1e6:.1f} MB, median of {repeats}")
+    print(f"  json.loads + forward + json.dumps in one process  {baseline * 1e3:7.1f} ms")
+    print(f"  POST /predict end to end over HTTP               {service * 1e3:7.1f} ms")
+    print(f"  service / in-process: {service / baseline:.2f}x (target <= 2x)")
+
+
+def run() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        directory = Path(tmp)
+        model_dir = directory / "models"
+        model_dir.mkdir()
+        minigrad.save(_xor_model(), model_dir / "xor.json")
+        rng = np.random.default_rng(2)
+        mnist = Sequential([Linear(784, 128, rng=rng), Relu(), Linear(128, 10, rng=rng)])
+        minigrad.save(mnist, model_dir / "mnist.json")
+        env = {"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": directory / "var", "MINIGRAD_API_TOKEN": ""}
+        with GunicornServer(env=env, workers=2) as server:
+            wrk = ensure_wrk()
+            if wrk:
+                load_test(wrk, server, directory)
+            large_batch(server, minigrad.load(model_dir / "mnist.json"))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,76 @@
+"""The OpenAPI document (generated from the schemas) and the /docs page, which needs no network."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+
+@pytest.fixture
+def spec(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_every_endpoint_is_documented(spec):
+    assert spec["openapi"].startswith("3.")
+    methods = {path: set(item) - {"parameters"} for path, item in spec["paths"].items()}
+    assert methods["/predict"] == {"post"}
+    assert methods["/models"] == {"get"}
+    assert methods["/models/{name}"] == {"get", "put", "delete"}
+    assert methods["/models/{name}/versions/{version}"] == {"get"}
+    assert {"/healthz", "/readyz"} <= set(methods)
+
+
+def _resolve(spec, node):
+    while "$ref" in node:
+        node = spec["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def test_bodies_come_from_the_schemas(spec):
+    predict = spec["paths"]["/predict"]["post"]
+    request = _resolve(spec, predict["requestBody"]["content"]["application/json"]["schema"])
+    assert set(request["properties"]) == {"model", "inputs", "version"}
+    assert set(request["required"]) == {"model", "inputs"}
+    assert request["properties"]["model"]["pattern"].startswith("^[A-Za-z0-9]")
+    response = _resolve(spec, predict["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(response["properties"]) == {"model", "version", "outputs"}
+    put = spec["paths"]["/models/{name}"]["put"]
+    document = _resolve(spec, put["requestBody"]["content"]["application/json"]["schema"])
+    assert {"format", "version", "dtype", "layers"} <= set(document["properties"])  # minigrad's own schema
+
+
+def test_errors_are_documented_as_problems(spec):
+    problem = spec["components"]["schemas"]["Problem"]
+    assert {"type", "title", "status", "detail", "errors"} <= set(problem["properties"])
+    default = spec["components"]["responses"]["DEFAULT_ERROR"]
+    assert "application/problem+json" in default["content"]
+
+
+def test_writes_are_marked_as_needing_the_token(spec):
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    for method in ("put", "delete"):
+        assert spec["paths"]["/models/{name}"][method]["security"] == [{"bearerAuth": []}]
+    assert "security" not in spec["paths"]["/models/{name}"]["get"]
+
+
+def test_docs_page_loads_everything_from_the_service_itself(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and not [a for a in assets if "//" in a]  # no CDN, no absolute URL
+    assert "/openapi.json" in html
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200, asset
+        assert len(response.data) > 1000
+    assert "SwaggerUIBundle" in client.get("/docs/static/swagger-ui-bundle.js").get_data(as_text=True)
+
+
+def test_assets_cannot_reach_outside_their_folder(client):
+    assert client.get("/docs/static/../../../etc/passwd").status_code == 404
+    assert client.get("/docs/static/%2e%2e/%2e%2e/service/__init__.py").status_code == 404

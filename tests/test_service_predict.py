@@ -1,0 +1,167 @@
+"""POST /predict through Flask's test client: answers equal minigrad's forward pass bit for bit, and
+every kind of bad input is a 4xx problem that says what was wrong."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import minigrad
+from minigrad import Linear, Relu, Sequential, Tensor, no_grad
+from service.errors import PROBLEM_MIMETYPE
+
+
+def forward(path, rows, dtype=np.float64) -> np.ndarray:
+    """minigrad's own forward pass on the document at ``path``."""
+    with no_grad():
+        return minigrad.load(path)(Tensor(np.asarray(rows, dtype=dtype))).data
+
+
+@pytest.mark.parametrize("name, rows", [
+    ("xor", [[0, 0], [0, 1], [1, 0], [1, 1]]),
+    ("iris", [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]),
+    ("iris", np.random.default_rng(3).normal(5, 2, size=(64, 4)).tolist()),
+])
+def test_predictions_equal_minigrads_forward_pass_bit_for_bit(client, model_dir, name, rows):
+    response = client.post("/predict", json={"model": name, "inputs": rows})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert (body["model"], body["version"]) == (name, 1)
+    outputs = np.array(body["outputs"])
+    assert np.array_equal(outputs, forward(model_dir / f"{name}.json", rows))  # JSON floats round-trip exactly
+
+
+def test_one_flat_row_is_answered_flat(client, model_dir):
+    body = client.post("/predict", json={"model": "iris", "inputs": [5.1, 3.5, 1.4, 0.2]}).get_json()
+    assert len(body["outputs"]) == 3 and all(isinstance(v, float) for v in body["outputs"])
+    assert np.array_equal(body["outputs"], forward(model_dir / "iris.json", [[5.1, 3.5, 1.4, 0.2]])[0])
+
+
+def test_xor_model_predicts_xor(client):
+    body = client.post("/predict", json={"model": "xor", "inputs": [[0, 0], [0, 1], [1, 0], [1, 1]]}).get_json()
+    assert [round(row[0]) for row in body["outputs"]] == [0, 1, 1, 0]
+
+
+def test_a_version_can_be_chosen(client, model_dir):
+    rng = np.random.default_rng(0)
+    model = Sequential([Linear(2, 4, rng=rng), Relu(), Linear(4, 1, rng=rng)])
+    assert client.put("/models/xor", json=json.loads(minigrad.dumps(model))).status_code == 201
+    rows = [[0.25, 0.75]]
+    latest = client.post("/predict", json={"model": "xor", "inputs": rows}).get_json()
+    first = client.post("/predict", json={"model": "xor", "version": 1, "inputs": rows}).get_json()
+    assert latest["version"] == 2 and first["version"] == 1
+    assert np.array_equal(latest["outputs"], forward(model_dir / "xor" / "2.json", rows))
+    assert np.array_equal(first["outputs"], forward(model_dir / "xor.json", rows))
+
+
+def test_float32_models_compute_in_float32(client, model_dir):
+    model = Sequential([Linear(3, 2, rng=np.random.default_rng(1), dtype=np.float32)])
+    minigrad.save(model, model_dir / "small32.json")
+    rows = [[0.1, 0.2, 0.3], [1e3, -2.5, 7]]
+    body = client.post("/predict", json={"model": "small32", "inputs": rows}).get_json()
+    expected = forward(model_dir / "small32.json", rows, dtype=np.float32)
+    assert expected.dtype == np.float32
+    assert np.array_equal(np.array(body["outputs"], dtype=np.float32), expected)
+
+
+def test_large_integers_are_numbers_too(client):
+    response = client.post("/predict", json={"model": "xor", "inputs": [[2**70, 0]]})
+    assert response.status_code == 200
+
+
+# status, body (or raw text), fragment expected in the problem's detail or errors
+BAD_REQUESTS = [
+    (404, {"model": "nope", "inputs": [[0, 1]]}, "no model named 'nope'"),
+    (404, {"model": "xor", "version": 9, "inputs": [[0, 1]]}, "has no version 9; available: 1"),
+    (400, {"model": "a..b", "inputs": [[0, 1]]}, "not valid"),
+    (422, {"model": "xor", "inputs": [[0, 1, 2]]}, "inputs[0]: expected 2 values (the model's input width), got 3"),
+    (422, {"model": "xor", "inputs": [0, 1, 2]}, "inputs: expected 2 values"),
+    (422, {"model": "xor", "inputs": [[0, 1], [1]]}, "inputs[1]: expected 2 values"),
+    (422, {"model": "xor", "inputs": [[0, "1"]]}, "inputs[0][1]: expected a number, got the string '1'"),
+    (422, {"model": "xor", "inputs": [[0, None]]}, "inputs[0][1]: expected a number, got null"),
+    (422, {"model": "xor", "inputs": [[True, False]]}, "inputs[0][0]: expected a number, got true"),
+    (422, {"model": "xor", "inputs": [[0, [1]]]}, "inputs[0][1]: expected a number, got a list"),
+    (422, {"model": "xor", "inputs": [[[0, 1]]]}, "inputs[0][0]: expected a number, got a list"),
+    (422, {"model": "xor", "inputs": [{"a": 1}]}, "inputs[0]: expected a number, got an object"),
+    (422, {"model": "xor", "inputs": [[0, 1], 5]}, "inputs[1]: expected a row (a list of 2 numbers), got 5"),
+    (422, {"model": "xor", "inputs": []}, "the batch is empty"),
+    (422, {"model": "xor", "inputs": [[]]}, "inputs[0]: expected 2 values"),
+    (422, {"model": "xor", "inputs": 5}, "inputs: expected a list of rows"),
+    (422, {"model": "xor", "inputs": "0,1"}, "inputs: expected a list of rows"),
+    (422, {"model": "xor", "inputs": [[0, 10**400]]}, "inputs[0][1]: expected a finite number"),
+    (422, {"model": "xor"}, "Missing data for required field"),
+    (422, {"inputs": [[0, 1]]}, "Missing data for required field"),
+    (422, {"model": "xor", "inputs": [[0, 1]], "extra": 1}, "Unknown field"),
+    (422, {"model": "xor", "version": "1", "inputs": [[0, 1]]}, "Not a valid integer"),
+    (422, {"model": "xor", "version": 0, "inputs": [[0, 1]]}, "greater than or equal to 1"),
+    (422, {"model": 7, "inputs": [[0, 1]]}, "Not a valid string"),
+    (422, [1, 2], "Invalid input type"),
+    (400, '{"model": "xor", "inputs": [[0, NaN]]}', "NaN is not valid JSON"),
+    (400, '{"model": "xor", "inputs": [[0, Infinity]]}', "Infinity is not valid JSON"),
+    (422, '{"model": "xor", "inputs": [[0, 1e999]]}', "inputs[0][1]: expected a finite number"),
+    (400, '{"model": "xor", "inputs": [[0, 1]]', "not valid JSON"),
+    (400, "", "body is empty"),
+    (400, "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    (400, b'{"model": "\xff"}', "UTF-8"),
+]
+
+
+@pytest.mark.parametrize("status, body, fragment", BAD_REQUESTS)
+def test_bad_requests_get_a_problem_saying_what_was_wrong(client, status, body, fragment):
+    if isinstance(body, str | bytes):
+        response = client.post("/predict", data=body, content_type="application/json")
+    else:
+        response = client.post("/predict", json=body)
+    assert response.status_code == status
+    assert response.mimetype == PROBLEM_MIMETYPE
+    problem = response.get_json()
+    assert problem["status"] == status and problem["type"] and problem["title"]
+    assert fragment in problem.get("detail", "") + json.dumps(problem.get("errors", {}))
+
+
+def test_validation_problems_carry_field_level_messages(client):
+    problem = client.post("/predict", json={"model": "xor", "inputs": [[0, "x"]]}).get_json()
+    assert problem["errors"] == {"json": {"inputs": ["inputs[0][1]: expected a number, got the string 'x'"]}}
+    problem = client.post("/predict", json={"inputs": [[0, 1]], "modle": "xor"}).get_json()
+    assert problem["errors"] == {"json": {"model": ["Missing data for required field."], "modle": ["Unknown field."]}}
+
+
+def test_non_finite_results_of_huge_inputs_are_rejected_for_float32(client, model_dir):
+    minigrad.save(Sequential([Linear(2, 1, rng=np.random.default_rng(0), dtype=np.float32)]), model_dir / "f32.json")
+    response = client.post("/predict", json={"model": "f32", "inputs": [[1e300, 0]]})
+    assert response.status_code == 422
+    assert "inputs[0][0]: expected a finite number within the range of float32" in response.get_json()["detail"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+def test_non_json_bodies_are_415(client, content_type):
+    response = client.post("/predict", data='{"model": "xor", "inputs": [[0, 1]]}', content_type=content_type)
+    assert response.status_code == 415
+    assert response.mimetype == PROBLEM_MIMETYPE
+    assert content_type in response.get_json()["detail"]
+
+
+def test_a_body_without_content_type_is_read_as_json(client):
+    response = client.post("/predict", data='{"model": "xor", "inputs": [[0, 1]]}')
+    assert response.status_code == 200
+
+
+def test_a_body_over_the_limit_is_413(model_dir, tmp_path):
+    from conftest import service_config
+
+    from service import create_app
+
+    client = create_app(service_config(model_dir, tmp_path, MINIGRAD_MAX_BODY_BYTES=1000)).test_client()
+    response = client.post("/predict", json={"model": "xor", "inputs": [[0.123456789, 1]] * 100})
+    assert response.status_code == 413
+    assert response.mimetype == PROBLEM_MIMETYPE
+    assert client.post("/predict", json={"model": "xor", "inputs": [[0, 1]]}).status_code == 200
+
+
+def test_wrong_method_is_405_with_allow(client):
+    response = client.get("/predict")
+    assert response.status_code == 405
+    assert response.mimetype == PROBLEM_MIMETYPE
+    assert "POST" in response.headers["Allow"]

@@ -1,0 +1,196 @@
+"""ModelRegistry: layout, versions, the per-process cache, atomic writes, names that cannot escape."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import minigrad
+from minigrad import Linear, Sequential, Sigmoid, Tanh, Tensor, no_grad
+from service.registry import (
+    InvalidModelFile,
+    InvalidModelName,
+    ModelNotFound,
+    ModelRegistry,
+    VersionNotFound,
+)
+
+
+def small_model(seed: int, n_in: int = 2, dtype=np.float64) -> Sequential:
+    rng = np.random.default_rng(seed)
+    return Sequential([Linear(n_in, 3, rng=rng, dtype=dtype), Tanh(), Linear(3, 1, rng=rng, dtype=dtype), Sigmoid()])
+
+
+def document(seed: int, **kwargs) -> dict:
+    return json.loads(minigrad.dumps(small_model(seed, **kwargs)))
+
+
+@pytest.fixture
+def registry(model_dir) -> ModelRegistry:
+    return ModelRegistry(model_dir)
+
+
+def test_hand_placed_files_are_version_1(registry):
+    assert registry.names() == ["iris", "xor"]
+    assert registry.versions("xor") == [1]
+    loaded = registry.get("xor")
+    assert (loaded.name, loaded.version, loaded.n_inputs, loaded.n_outputs) == ("xor", 1, 2, 1)
+    assert loaded.dtype == np.float64
+    assert loaded.summary["layers"] == ["Linear(2->3)", "Tanh", "Linear(3->1)", "Sigmoid"]
+
+
+def test_put_adds_versions_and_get_defaults_to_the_latest(registry, model_dir):
+    assert registry.put("xor", document(1)).version == 2
+    assert registry.put("xor", document(2)).version == 3
+    assert registry.versions("xor") == [1, 2, 3]
+    assert registry.get("xor").version == 3
+    assert registry.get("xor", 2).document == document(1)
+    assert sorted(os.listdir(model_dir / "xor")) == ["2.json", "3.json"]  # no temporary files left
+
+
+def test_put_creates_a_new_model(registry, model_dir):
+    loaded = registry.put("fresh-model_1.0", document(3))
+    assert loaded.version == 1
+    assert "fresh-model_1.0" in registry.names()
+    assert (model_dir / "fresh-model_1.0" / "1.json").is_file()
+
+
+def test_versioned_file_wins_over_hand_placed_one(registry, model_dir):
+    (model_dir / "xor").mkdir()
+    (model_dir / "xor" / "1.json").write_text(minigrad.dumps(small_model(5)))
+    assert registry.versions("xor") == [1]
+    assert registry.get("xor").document == document(5)
+
+
+def test_predict_is_the_forward_pass_bit_for_bit(registry):
+    loaded = registry.get("iris")
+    x = np.random.default_rng(0).normal(size=(17, 4))
+    with no_grad():
+        expected = minigrad.load(registry.directory + "/iris.json")(Tensor(x)).data
+    assert np.array_equal(loaded.predict(x), expected)
+
+
+def test_unchanged_files_are_not_parsed_again(registry):
+    assert registry.get("xor") is registry.get("xor")
+
+
+def test_a_file_replaced_by_hand_is_reloaded(registry, model_dir):
+    before = registry.get("xor")
+    minigrad.save(small_model(9), model_dir / "xor.json")  # atomic replace: a new inode
+    after = registry.get("xor")
+    assert after is not before
+    assert after.document == document(9)
+
+
+def test_models_placed_or_removed_by_hand_are_seen_at_once(registry, model_dir):
+    minigrad.save(small_model(4), model_dir / "new.json")
+    assert registry.get("new").version == 1
+    os.unlink(model_dir / "new.json")
+    with pytest.raises(ModelNotFound):
+        registry.get("new")
+
+
+def test_delete_removes_every_version(registry, model_dir):
+    registry.put("xor", document(1))
+    assert registry.delete("xor") == [1, 2]
+    assert registry.names() == ["iris"]
+    assert not (model_dir / "xor").exists() and not (model_dir / "xor.json").exists()
+    assert [entry for entry in os.listdir(model_dir) if entry.startswith(".")] == []
+    with pytest.raises(ModelNotFound):
+        registry.get("xor")
+    with pytest.raises(ModelNotFound):
+        registry.delete("xor")
+
+
+def test_unknown_model_and_version(registry):
+    with pytest.raises(ModelNotFound, match="'nope'"):
+        registry.get("nope")
+    with pytest.raises(VersionNotFound, match="no version 7; available: 1"):
+        registry.get("xor", 7)
+
+
+@pytest.mark.parametrize("name", [
+    "", ".", "..", "../etc", "a/b", "a\\b", "a..b", ".hidden", "-dash", "_under", "a b", "a\x00b", "ümlaut",
+    "x" * 65, "x" * 300, None, 3,
+])
+def test_names_that_could_leave_the_directory_are_refused(registry, model_dir, name):
+    before = sorted(os.listdir(model_dir))
+    with pytest.raises(InvalidModelName):
+        registry.get(name)
+    with pytest.raises(InvalidModelName):
+        registry.put(name, document(1))
+    with pytest.raises(InvalidModelName):
+        registry.delete(name)
+    assert sorted(os.listdir(model_dir)) == before
+
+
+def test_an_invalid_document_is_refused_and_leaves_nothing(registry, model_dir):
+    before = sorted(os.listdir(model_dir))
+    bad = document(1)
+    bad["layers"][0]["weight"] = [[1.0, 2.0]]
+    with pytest.raises(minigrad.ModelFormatError, match=r"layers\[0\]\.weight"):
+        registry.put("xor", bad)
+    with pytest.raises(minigrad.ModelFormatError):
+        registry.put("other", {"format": "something else"})
+    assert registry.versions("xor") == [1]
+    assert sorted(os.listdir(model_dir)) == before
+
+
+def test_a_broken_file_placed_by_hand_names_itself(registry, model_dir):
+    (model_dir / "broken.json").write_text('{"format": "minigrad.sequential", "layers": [')
+    with pytest.raises(InvalidModelFile, match="broken.json"):
+        registry.get("broken")
+
+
+def test_concurrent_puts_get_distinct_versions(model_dir):
+    # Separate registries stand in for separate gunicorn workers sharing one directory.
+    registries = [ModelRegistry(model_dir) for _ in range(8)]
+    versions = []
+
+    def upload(registry, seed):
+        versions.append(registry.put("race", document(seed)).version)
+
+    threads = [threading.Thread(target=upload, args=(r, i)) for i, r in enumerate(registries)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(versions) == list(range(1, 9))
+    assert registries[0].versions("race") == list(range(1, 9))
+
+
+def test_readers_never_see_a_partial_file(model_dir):
+    """While one thread uploads versions, another keeps reading the latest: every read is a whole model."""
+    writer, reader = ModelRegistry(model_dir), ModelRegistry(model_dir)
+    big = json.loads(minigrad.dumps(small_model(1, n_in=300)))
+    done = threading.Event()
+    failures = []
+
+    def read_continuously():
+        while not done.is_set():
+            try:
+                loaded = reader.get("big")
+                assert loaded.n_inputs == 300
+            except ModelNotFound:
+                pass
+            except Exception as error:  # an InvalidModelFile would mean a torn read
+                failures.append(error)
+
+    thread = threading.Thread(target=read_continuously)
+    thread.start()
+    for _ in range(15):
+        writer.put("big", big)
+    done.set()
+    thread.join()
+    assert failures == []
+
+
+def test_float32_models_keep_their_dtype(registry):
+    loaded = registry.put("f32", document(2, dtype=np.float32))
+    assert loaded.dtype == np.float32
+    x = np.array([[0.5, -1.0]], dtype=np.float32)
+    assert loaded.predict(x).dtype == np.float32
