@@ -1,0 +1,176 @@
+"""The Open Inference Protocol v2 endpoint against gunicorn (2 workers) on loopback, peers in the same run.
+
+1. A large batch end to end: 1,000 rows x 784 features to a 784-128-10 model, through
+   ``POST /v2/models/mnist/infer`` with the binary tensor data extension (input and output as raw
+   little-endian float64) against the same batch as JSON through ``POST /predict``. Both are sent
+   with one ``http.client`` connection per request, the bodies prepared beforehand; also shown:
+   Triton's own client (``tritonclient.http``, binary mode), whose figure includes its encoding.
+   Target: binary v2 >= 3x faster than JSON /predict.
+2. Requests/s and p50/p99 latency with wrk (the harness of ``bench_service``) of v2 infer for the XOR
+   model at batch 4, in JSON and in binary, next to ``GET /healthz``, the app's trivial endpoint.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tritonclient.http as triton
+
+import minigrad
+from bench.bench_engine import interleaved_medians
+from bench.bench_service import ensure_wrk, run_wrk
+from minigrad import Linear, Relu, Sequential
+from service.testing import REPO_ROOT, GunicornServer
+from service.v2_codec import HEADER_LENGTH
+
+ROUNDS = 2
+XOR_BATCH = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
+
+
+def v2_binary_body(x: np.ndarray, **extra) -> tuple[bytes, dict]:
+    """An infer request as tritonclient sends it in binary mode: no Content-Type, JSON header + bytes."""
+    spec = {"name": "input", "shape": list(x.shape), "datatype": "FP64", "parameters": {"binary_data_size": x.nbytes}}
+    header = json.dumps({"inputs": [spec], **extra}).encode()
+    return header + x.astype("<f8").tobytes(), {HEADER_LENGTH: str(len(header))}
+
+
+def v2_json_body(x: np.ndarray) -> bytes:
+    spec = {"name": "input", "shape": list(x.shape), "datatype": "FP64", "data": x.ravel().tolist()}
+    return json.dumps({"inputs": [spec]}).encode()
+
+
+def post(port: int, path: str, body: bytes, headers: dict) -> tuple[bytes, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"POST {path}: {response.status} {data[:300]!r}")
+        return data, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def binary_output(data: bytes, headers: dict) -> np.ndarray:
+    length = int(headers[HEADER_LENGTH])
+    (output,) = json.loads(data[:length])["outputs"]
+    return np.frombuffer(data[length:], dtype="<f8").reshape(output["shape"])
+
+
+def large_batch(server: GunicornServer, rounds: int = 7) -> None:
+    x = np.random.default_rng(1).random((1000, 784))
+    json_body = json.dumps({"model": "mnist", "inputs": x.tolist()}).encode()
+    binary_body, binary_headers = v2_binary_body(x, parameters={"binary_data_output": True})
+    json_headers = {"Content-Type": "application/json"}
+
+    # Same answer both ways, bit for bit, before anything is timed (this also loads the model).
+    from_json = np.array(json.loads(post(server.port, "/predict", json_body, json_headers)[0])["outputs"])
+    from_binary = binary_output(*post(server.port, "/v2/models/mnist/infer", binary_body, binary_headers))
+    assert from_binary.tobytes() == from_json.tobytes(), "binary v2 and JSON /predict disagree"
+
+    def json_predict():
+        post(server.port, "/predict", json_body, json_headers)
+
+    def binary_infer():
+        post(server.port, "/v2/models/mnist/infer", binary_body, binary_headers)
+
+    json_time, binary_time = interleaved_medians(json_predict, binary_infer, rounds, per_round=2)
+    with triton.InferenceServerClient(f"127.0.0.1:{server.port}", network_timeout=120) as client:
+
+        def triton_infer():
+            tensor = triton.InferInput("input", list(x.shape), "FP64").set_data_from_numpy(x, binary_data=True)
+            return client.infer("mnist", [tensor]).as_numpy("output")
+
+        assert triton_infer().tobytes() == from_json.tobytes()
+        triton_time = statistics.median(_timed(triton_infer) for _ in range(rounds))
+
+    print(f"large batch: 1,000 x 784 float64 to a 784-128-10 model, median of {rounds} interleaved rounds")
+    print(f"  POST /predict, JSON body {len(json_body) / 1e6:.1f} MB                {json_time * 1e3:8.1f} ms")
+    print(f"  POST /v2/.../infer, binary body {len(binary_body) / 1e6:.1f} MB          {binary_time * 1e3:8.1f} ms")
+    print(f"  tritonclient.http infer (binary, incl. client encode)  {triton_time * 1e3:8.1f} ms")
+    print(f"  binary v2 is {json_time / binary_time:.1f}x faster than JSON /predict (target >= 3x)")
+
+
+def _timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def _lua_string(data: bytes) -> str:
+    # Every byte as a 3-digit decimal escape: safe for binary bodies, unambiguous before digits.
+    return '"' + "".join(f"\\{byte:03d}" for byte in data) + '"'
+
+
+def _post_script(directory: Path, name: str, body: bytes, headers: dict) -> str:
+    lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body)}"]
+    lines += [f'wrk.headers["{key}"] = "{value}"' for key, value in headers.items()]
+    path = directory / f"{name}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
+    infer_url = server.url + "/v2/models/xor/infer"
+    # No Content-Type on either body, as tritonclient sends them.
+    json_script = _post_script(directory, "v2_json", v2_json_body(XOR_BATCH), {})
+    binary_script = _post_script(
+        directory, "v2_binary", *v2_binary_body(XOR_BATCH, parameters={"binary_data_output": True})
+    )
+    targets = {
+        "GET /healthz (trivial)": (server.url + "/healthz", None),
+        "POST /v2 infer, JSON (XOR, batch 4)": (infer_url, json_script),
+        "POST /v2 infer, binary (XOR, batch 4)": (infer_url, binary_script),
+    }
+    runs = {name: [] for name in targets}
+    for url, script in targets.values():  # warm every worker's model cache and code paths
+        run_wrk(wrk, url, script)
+    for _ in range(ROUNDS):  # alternate, so drift in the machine's load hits every target alike
+        for name, (url, script) in targets.items():
+            runs[name].append(run_wrk(wrk, url, script))
+    print(
+        "load test: wrk (see bench_service for its settings), gunicorn 2 sync workers on loopback, "
+        f"median of {ROUNDS} rounds"
+    )
+    summary = {}
+    for name, results in runs.items():
+        summary[name] = {key: statistics.median(r[key] for r in results) for key in ("rps", "p50", "p99")}
+        failures = sum(r["non_2xx"] for r in results)
+        s = summary[name]
+        print(
+            f"  {name:40s} {s['rps']:8.0f} req/s   p50 {s['p50'] * 1e3:6.2f} ms   p99 {s['p99'] * 1e3:6.2f} ms"
+            f"   non-2xx {failures}"
+        )
+    trivial = summary["GET /healthz (trivial)"]
+    for name in list(targets)[1:]:
+        s = summary[name]
+        print(f"  {name} / trivial: throughput {s['rps'] / trivial['rps']:.2f}x, p99 {s['p99'] / trivial['p99']:.2f}x")
+
+
+def run() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-v2-") as tmp:
+        directory = Path(tmp)
+        model_dir = directory / "models"
+        model_dir.mkdir()
+        (model_dir / "xor.json").write_bytes((REPO_ROOT / "models" / "xor.json").read_bytes())
+        rng = np.random.default_rng(2)
+        minigrad.save(
+            Sequential([Linear(784, 128, rng=rng), Relu(), Linear(128, 10, rng=rng)]), model_dir / "mnist.json"
+        )
+        env = {"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": directory / "var", "MINIGRAD_API_TOKEN": ""}
+        with GunicornServer(env=env, workers=2) as server:
+            large_batch(server)
+            wrk = ensure_wrk()
+            if wrk:
+                load_test(wrk, server, directory)
+
+
+if __name__ == "__main__":
+    run()
