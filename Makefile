@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench models clean
+.PHONY: install test lint bench models serve clean
 
 # The venv is rebuilt whenever pyproject.toml changes, so a fresh clone and an old checkout agree.
 $(STAMP): pyproject.toml
@@ -24,6 +24,12 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench $(BENCH)
+
+# The service on 127.0.0.1:8000 (`make serve PORT=9000` for another port) serving models/, configured by
+# the MINIGRAD_* variables (see README),
+# with a training-job consumer beside gunicorn; Ctrl-C stops both.
+serve: $(STAMP)
+	$(BIN)/python -m service.serve
 
 # The example model documents in models/ (deterministic: fixed seeds), via the venv's python.
 models: $(STAMP)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
 import requests
-from conftest import TOKEN
+from conftest import REPO, TOKEN
 
 import minigrad
 from minigrad import Linear, Relu, Sequential, Tensor, no_grad
@@ -86,3 +90,34 @@ def test_the_server_stops(gunicorn, model_dir, tmp_path):
     with pytest.raises(requests.ConnectionError):
         requests.get(server.url + "/healthz", timeout=5)
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]  # workers went with the master
+
+
+def readme_section(title: str) -> str:
+    return re.search(rf"^## {title}\n(.*?)(?=^## )", (REPO / "README.md").read_text(), flags=re.S | re.M).group(1)
+
+
+def readme_curl_examples() -> list[tuple[str, str | None]]:
+    """(command, expected output or None) for the curl commands of README's quickstart and service sections."""
+    text = readme_section("Quickstart") + readme_section("The prediction service")
+    examples = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        lines = block.replace("\\\n", " ").splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("curl ") and "127.0.0.1:8000" in line:
+                following = lines[i + 1] if i + 1 < len(lines) else ""
+                examples.append((line, following[len("# -> "):] if following.startswith("# -> ") else None))
+    return examples
+
+
+def test_readme_curl_examples_work_as_printed(gunicorn, model_dir, tmp_path):
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed: README's curl examples cannot be run")
+    examples = readme_curl_examples()
+    assert len(examples) >= 8
+    server = gunicorn(env={"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": tmp_path / "var"}, workers=2)
+    for command, expected in examples:
+        command = command.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
+        output = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        json.loads(output)  # every example answers JSON
+        if expected is not None:  # "..." in README stands for more digits
+            assert re.fullmatch(re.escape(expected).replace(r"\.\.\.", r"\d*"), output.strip()), (command, output)
