@@ -47,40 +47,40 @@ blp = Blueprint(
 # ---------------------------------------------------------------------- schemas (documentation and output)
 
 
-class ServerMetadataSchema(Schema):
+class V2ServerMetadataSchema(Schema):
     name = fields.String(required=True)
     version = fields.String(required=True)
     extensions = fields.List(fields.String(), required=True)
 
 
-class LiveSchema(Schema):
+class V2LiveSchema(Schema):
     live = fields.Boolean(required=True)
 
 
-class ReadySchema(Schema):
+class V2ReadySchema(Schema):
     ready = fields.Boolean(required=True)
 
 
-class ModelReadySchema(ReadySchema):
+class V2ModelReadySchema(V2ReadySchema):
     name = fields.String(required=True)
     version = fields.String(required=True)
 
 
-class TensorMetadataSchema(Schema):
+class V2TensorMetadataSchema(Schema):
     name = fields.String(required=True)
     datatype = fields.String(required=True, metadata={"enum": list(DATATYPES)})
     shape = fields.List(fields.Integer(), required=True, metadata={"description": "-1: any batch size"})
 
 
-class ModelMetadataSchema(Schema):
+class V2ModelMetadataSchema(Schema):
     name = fields.String(required=True)
     versions = fields.List(fields.String(), required=True)
     platform = fields.String(required=True)
-    inputs = fields.List(fields.Nested(TensorMetadataSchema), required=True)
-    outputs = fields.List(fields.Nested(TensorMetadataSchema), required=True)
+    inputs = fields.List(fields.Nested(V2TensorMetadataSchema), required=True)
+    outputs = fields.List(fields.Nested(V2TensorMetadataSchema), required=True)
 
 
-class ErrorSchema(Schema):
+class V2ErrorSchema(Schema):
     error = fields.String(required=True)
 
 
@@ -92,6 +92,17 @@ def error_response(status: int, message: str, headers: dict | None = None) -> Re
     response.status_code = status
     response.headers.update(headers or {})
     return response
+
+
+# flask-smorest documents every operation's default error as a problem document; under /v2 it is this.
+_protocol_errors = blp.doc(
+    responses={
+        "default": {
+            "description": "An error, in the protocol's shape",
+            "content": {"application/json": {"schema": V2ErrorSchema}},
+        }
+    }
+)
 
 
 @blp.record_once
@@ -119,22 +130,25 @@ def _lookup(name: str, version: str | None) -> LoadedModel:
 
 
 @blp.route("", methods=["GET"])
-@blp.response(200, ServerMetadataSchema)
+@_protocol_errors
+@blp.response(200, V2ServerMetadataSchema)
 def server_metadata():
     """Server metadata: name, version and the protocol extensions supported."""
     return {"name": "minigrad", "version": minigrad.__version__, "extensions": ["binary_tensor_data"]}
 
 
 @blp.route("/health/live", methods=["GET"])
-@blp.response(200, LiveSchema)
+@_protocol_errors
+@blp.response(200, V2LiveSchema)
 def server_live():
     """Liveness: the process answers."""
     return {"live": True}
 
 
 @blp.route("/health/ready", methods=["GET"])
-@blp.response(200, ReadySchema)
-@blp.alt_response(503, schema=ReadySchema, description="The model directory cannot be read.")
+@_protocol_errors
+@blp.response(200, V2ReadySchema)
+@blp.alt_response(503, schema=V2ReadySchema, description="The model directory cannot be read.")
 def server_ready():
     """Readiness: the model directory can be listed."""
     try:
@@ -149,8 +163,9 @@ def server_ready():
 
 @blp.route("/models/<name>", methods=["GET"])
 @blp.route("/models/<name>/versions/<version>", methods=["GET"])
-@blp.response(200, ModelMetadataSchema)
-@blp.alt_response(404, schema=ErrorSchema, description="Unknown model or version.")
+@_protocol_errors
+@blp.response(200, V2ModelMetadataSchema)
+@blp.alt_response(404, schema=V2ErrorSchema, description="Unknown model or version.")
 def model_metadata(name, version=None):
     """Model metadata: versions, and the input and output tensors with their datatype and shape."""
     model = _lookup(name, version)
@@ -166,8 +181,9 @@ def model_metadata(name, version=None):
 
 @blp.route("/models/<name>/ready", methods=["GET"])
 @blp.route("/models/<name>/versions/<version>/ready", methods=["GET"])
-@blp.response(200, ModelReadySchema)
-@blp.alt_response(404, schema=ErrorSchema, description="Unknown model or version.")
+@_protocol_errors
+@blp.response(200, V2ModelReadySchema)
+@blp.alt_response(404, schema=V2ErrorSchema, description="Unknown model or version.")
 def model_ready(name, version=None):
     """Model readiness: the model's document loads (models are loaded on first use and cached)."""
     model = _lookup(name, version)
@@ -185,10 +201,11 @@ _INFER_BODY = {
 
 @blp.route("/models/<name>/infer", methods=["POST"])
 @blp.route("/models/<name>/versions/<version>/infer", methods=["POST"])
+@_protocol_errors
 @blp.doc(requestBody=_INFER_BODY)
 @blp.alt_response(200, schema=InferResponseSchema, success=True, description="Outputs (JSON, or JSON + binary).")
-@blp.alt_response(400, schema=ErrorSchema, description="The request does not fit the protocol or the model.")
-@blp.alt_response(404, schema=ErrorSchema, description="Unknown model or version.")
+@blp.alt_response(400, schema=V2ErrorSchema, description="The request does not fit the protocol or the model.")
+@blp.alt_response(404, schema=V2ErrorSchema, description="Unknown model or version.")
 @require_token_for_predictions
 def infer(name, version=None):
     """Run the model on a batch: JSON data (flat or nested, row-major) or binary tensor data."""

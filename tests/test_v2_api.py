@@ -312,5 +312,13 @@ def test_v2_endpoints_are_in_the_openapi_document(client):
         "/v2/models/{name}/versions/{version}/infer",
     ]:
         assert path in paths
-    body = paths["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/InferRequest"}
+    infer = paths["/v2/models/{name}/infer"]["post"]
+    assert infer["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/InferRequest"
+    }
+    # Errors under /v2 are the protocol's {"error": ...}, not the problem documents of the other routes.
+    for path in paths:
+        if path.startswith("/v2"):
+            for operation in (v for k, v in paths[path].items() if k != "parameters"):
+                error = operation["responses"]["default"]["content"]["application/json"]["schema"]
+                assert error == {"$ref": "#/components/schemas/V2Error"}
