@@ -160,25 +160,36 @@ def test_the_same_request_and_seed_give_the_same_bits_through_the_service(sqlite
         assert documents[0]["layers"] == documents[1]["layers"]
 
 
-def test_serve_starts_gunicorn_and_the_consumer_and_ctrl_c_stops_both(sqlite_env, tmp_path):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "service.serve"], cwd=REPO,
-                               env={**sqlite_env, "PORT": str(port)}, stdout=subprocess.DEVNULL,
-                               stderr=(tmp_path / "serve.log").open("wb"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        def up():
-            with contextlib.suppress(requests.ConnectionError):
+def start_serve(env, log):
+    """``python -m service.serve`` on a free port; another one if the port was taken meanwhile."""
+    for _ in range(3):
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "service.serve"], cwd=REPO, env={**env, "PORT": str(port)},
+                                   stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+        url = f"http://127.0.0.1:{port}"
+
+        def up(process=process, url=url):
+            if process.poll() is not None:
+                return "exited"
+            with contextlib.suppress(requests.RequestException):
                 return requests.get(f"{url}/healthz", timeout=2).status_code == 200
             return False
 
-        wait_for(up, 30, what="gunicorn under service.serve")
+        if wait_for(up, 30, what="gunicorn under service.serve") is True:
+            return process, url
+    raise AssertionError(f"service.serve did not start:\n{log.read_text()}")
+
+
+def test_serve_starts_gunicorn_and_the_consumer_and_ctrl_c_stops_both(sqlite_env, tmp_path):
+    log = tmp_path / "serve.log"
+    process, url = start_serve(sqlite_env, log)
+    try:
         trained = requests.post(f"{url}/train?wait=30", json=xor_request(), timeout=60).json()
         assert trained["status"] == "succeeded"  # so the consumer runs too
         children = [int(p) for p in open(f"/proc/{process.pid}/task/{process.pid}/children").read().split()]
         assert len(children) == 2
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=30) == 0, log.read_text()
         for child in children:
             assert not os.path.exists(f"/proc/{child}") or "Z" in open(f"/proc/{child}/stat").read().split()[2]
         with pytest.raises(requests.ConnectionError):
