@@ -8,14 +8,17 @@ loopback port. The consumer runs with docker-compose.yml's worker entrypoint. No
 so a file missing from the wheel (shipped models, the JSON Schema, the /docs page's assets) fails here.
 """
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ import pytest
 import requests
 import yaml
 from dockerfile import build_context, copy_from_context, parse_dockerfile
+from jobs_support import XOR_ARCHITECTURE, redis_server, wait_for
 
 import minigrad
 from service.testing import free_port
@@ -32,12 +36,6 @@ STAGES = parse_dockerfile(REPO / "Dockerfile")
 BUILD, RUNTIME = STAGES[0], STAGES[-1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 TOKEN = "wheel-test-token"
-XOR_ARCHITECTURE = [
-    {"type": "Linear", "in_features": 2, "out_features": 3},
-    {"type": "Tanh"},
-    {"type": "Linear", "in_features": 3, "out_features": 1},
-    {"type": "Sigmoid"},
-]
 
 
 def run(command, **kwargs):
@@ -117,34 +115,80 @@ def image(tmp_path_factory):
     return built
 
 
-@pytest.fixture(scope="module")
-def container(image, tmp_path_factory):
-    """gunicorn started with the image's ENTRYPOINT + CMD, and the consumer with compose's worker entrypoint."""
-    logs = tmp_path_factory.mktemp("logs")
+@dataclass
+class Deployment:
+    url: str
+    port: int
+    models: Path  # the models volume
+    worker_pids: set[int]
+    data_dirs: dict[str, Path]  # each container's /data
+    queue: str  # "sqlite" (under /data) or "redis"
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines, as docker compose reads an env_file."""
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def fresh_volume(image, mount_point: str, where: Path) -> str:
+    """A new volume for ``mount_point``: Docker fills an empty volume with what the image holds there."""
+    shutil.copytree(image.path(mount_point), where)
+    return str(where)
+
+
+@pytest.fixture(scope="module", params=["docker-run", "compose"])
+def deployment(request, image, tmp_path_factory):
+    """The api (the image's ENTRYPOINT + CMD) and consumers (compose's worker entrypoint), started either as one
+    container of each on the embedded SQLite queue, or as docker-compose.yml arranges them: the env file,
+    Redis as the queue, two workers (--scale worker=2), one models volume shared by all, /data per container.
+
+    """
+    base = tmp_path_factory.mktemp(request.param)
     port = free_port()
-    command = RUNTIME.last("ENTRYPOINT").exec_form() + RUNTIME.last("CMD").exec_form()
-    command[command.index("--bind") + 1] = f"127.0.0.1:{port}"
-    # The compose file's settings, minus Redis (a single container uses the embedded SQLite queue).
-    settings = {"MINIGRAD_API_TOKEN": TOKEN, "WEB_CONCURRENCY": "2"}
-    server = image.start(command, logs / "gunicorn.log", settings)
-    worker = image.start(COMPOSE["services"]["worker"]["entrypoint"], logs / "worker.log", settings)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (logs / "gunicorn.log").read_text()
-            assert worker.poll() is None, (logs / "worker.log").read_text()
-            try:
-                if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not answer /healthz within 60 s"
-            time.sleep(0.1)
-        yield url, port
-    finally:
-        worker_status, server_status = stop(worker), stop(server)
-        assert (server_status, worker_status) == (0, 0), (logs / "gunicorn.log").read_text()
+    api_command = RUNTIME.last("ENTRYPOINT").exec_form() + RUNTIME.last("CMD").exec_form()
+    api_command[api_command.index("--bind") + 1] = f"127.0.0.1:{port}"
+    worker_command = COMPOSE["services"]["worker"]["entrypoint"]
+    models = fresh_volume(image, RUNTIME.env()["MINIGRAD_MODEL_DIR"], base / "models-volume")
+    data = RUNTIME.env()["MINIGRAD_DATA_DIR"]
+
+    with contextlib.ExitStack() as stack:
+        if request.param == "docker-run":
+            # `docker run` of the image, and of the image with `minigrad worker` as entrypoint, sharing its volumes.
+            shared = {"MINIGRAD_API_TOKEN": TOKEN, "MINIGRAD_MODEL_DIR": models,
+                      "MINIGRAD_DATA_DIR": fresh_volume(image, data, base / "data-volume")}
+            containers = {"api": (api_command, shared), "worker": (worker_command, shared)}
+        else:
+            redis_url = stack.enter_context(redis_server(base))
+            settings = {**env_file(REPO / ".env.example"), "MINIGRAD_API_TOKEN": TOKEN, "MINIGRAD_MODEL_DIR": models}
+            containers = {}
+            for name, command in [("api", api_command), ("worker-1", worker_command), ("worker-2", worker_command)]:
+                service = COMPOSE["services"][name.split("-")[0]]
+                assert {m.split(":")[1] for m in service["volumes"]} == {RUNTIME.env()["MINIGRAD_MODEL_DIR"]}
+                containers[name] = (command, {**settings, **service["environment"], "MINIGRAD_REDIS_URL": redis_url,
+                                              "MINIGRAD_DATA_DIR": fresh_volume(image, data, base / f"{name}-data")})
+        processes = {}
+        for name, (command, extra_env) in containers.items():
+            processes[name] = image.start(command, base / f"{name}.log", extra_env)
+            stack.callback(stop, processes[name])  # stopped in reverse order: consumers first, then the api
+
+        def logs():
+            return "\n".join(f"--- {name}:\n{(base / f'{name}.log').read_text()}" for name in processes)
+
+        def api_ready():
+            assert all(p.poll() is None for p in processes.values()), logs()
+            with contextlib.suppress(requests.RequestException):  # not listening yet, or busy starting
+                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+
+        wait_for(api_ready, 60, what="gunicorn to answer /healthz")
+        yield Deployment(
+            url=f"http://127.0.0.1:{port}", port=port, models=Path(models),
+            worker_pids={p.pid for name, p in processes.items() if name.startswith("worker")},
+            data_dirs={name: Path(extra_env["MINIGRAD_DATA_DIR"]) for name, (_, extra_env) in containers.items()},
+            queue="redis" if request.param == "compose" else "sqlite",
+        )
+        statuses = {name: stop(process) for name, process in reversed(processes.items())}
+        assert set(statuses.values()) == {0}, f"{statuses}\n{logs()}"
 
 
 def test_nothing_comes_from_the_checkout(image):
@@ -166,15 +210,15 @@ def test_the_installed_command_line_validates_the_shipped_models(image):
     assert result.stdout.count(": valid, ") == len(models)
 
 
-def test_the_healthcheck_command_passes(image, container):
-    url, port = container
+def test_the_healthcheck_command_passes(image, deployment):
+    port = deployment.port
     command = json.loads(re.sub(r"^.*?CMD ", "", RUNTIME.last("HEALTHCHECK").arguments))
     command = [word.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for word in command]
     image.run(command)
 
 
-def test_a_prediction_from_a_shipped_model(container):
-    url, _ = container
+def test_a_prediction_from_a_shipped_model(deployment):
+    url = deployment.url
     listed = requests.get(url + "/models", timeout=10).json()
     names = {entry["name"] for entry in (listed["models"] if isinstance(listed, dict) else listed)}
     assert {p.stem for p in (REPO / "models").glob("*.json")} <= names
@@ -185,8 +229,8 @@ def test_a_prediction_from_a_shipped_model(container):
     assert answer.json()["outputs"] == expected.data.tolist()
 
 
-def test_the_openapi_document_and_the_offline_docs_page(container):
-    url, _ = container
+def test_the_openapi_document_and_the_offline_docs_page(deployment):
+    url = deployment.url
     spec = requests.get(url + "/openapi.json", timeout=10)
     assert spec.status_code == 200 and "/predict" in spec.json()["paths"] and "/train" in spec.json()["paths"]
     page = requests.get(url + "/docs", timeout=10)
@@ -198,8 +242,8 @@ def test_the_openapi_document_and_the_offline_docs_page(container):
         assert response.status_code == 200 and response.content, asset
 
 
-def test_a_training_job_through_the_consumer(image, container):
-    url, _ = container
+def test_a_training_job_through_the_consumer(deployment):
+    url = deployment.url
     body = {
         "architecture": XOR_ARCHITECTURE,
         "data": {"inputs": [[0, 0], [0, 1], [1, 0], [1, 1]], "targets": [[0], [1], [1], [0]]},
@@ -209,11 +253,18 @@ def test_a_training_job_through_the_consumer(image, container):
     assert requests.post(url + "/train", json=body, timeout=10).status_code == 401
     headers = {"Authorization": f"Bearer {TOKEN}"}
     job = requests.post(url + "/train?wait=25", json=body, headers=headers, timeout=40).json()
+    # On a busy machine the job may outlast the wait: follow it as a client would.
+    job = wait_for(lambda: (j := requests.get(url + job["url"], timeout=10).json())["status"] not in
+                   ("queued", "running") and j, 120, interval=0.2, what="the training job to finish")
     assert job["status"] == "succeeded", job
     document = requests.get(url + job["result"]["model_url"], timeout=10).json()
     assert document["format"] == "minigrad.sequential"
     # Registered in the models volume, where every api and worker container sees it.
-    assert Path(image.env["MINIGRAD_MODEL_DIR"], "xor-from-the-wheel", "1.json").is_file()
+    assert (deployment.models / "xor-from-the-wheel" / "1.json").is_file()
+    assert int(job["worker"].rsplit(":", 1)[1]) in deployment.worker_pids
+    # With Redis (compose) no container may have fallen back to a SQLite queue of its own under /data.
+    sqlite_queues = {name for name, data in deployment.data_dirs.items() if (data / "jobs.sqlite3").exists()}
+    assert sqlite_queues == (set() if deployment.queue == "redis" else set(deployment.data_dirs))
     answer = requests.post(url + "/predict", json={"model": "xor-from-the-wheel", "inputs": [[1, 0], [1, 1]]},
                            timeout=10).json()
     assert answer["outputs"][0][0] > 0.5 > answer["outputs"][1][0]
