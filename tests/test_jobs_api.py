@@ -121,6 +121,34 @@ def test_fine_tuning_a_registered_model_with_save_as_creates_the_next_version(ap
     assert [round(o[0]) for o in prediction["outputs"]] == [0, 1, 1, 0]
 
 
+def test_classification_with_a_validation_split_reports_validation_accuracy(client, consumer):
+    rng = np.random.default_rng(3)
+    centers = np.array([[0.0, 3.0], [3.0, 0.0], [-3.0, -3.0]])
+    labels = rng.integers(0, 3, 120)
+    inputs = centers[labels] + rng.normal(0, 0.5, (120, 2))
+    body = xor_request(architecture=[{"type": "Linear", "in_features": 2, "out_features": 8}, {"type": "Relu"},
+                                     {"type": "Linear", "in_features": 8, "out_features": 3}],
+                       data={"inputs": inputs.tolist(), "targets": labels.tolist()}, loss="cross_entropy",
+                       optimizer={"type": "adam", "alpha": 0.05}, epochs=60, batch_size=16, validation_split=0.25,
+                       dtype="float32")
+    job = client.post("/train?wait=20", json=body).get_json()
+    assert job["status"] == "succeeded", job
+    assert job["request"]["dtype"] == "float32" and job["request"]["samples"] == 120
+    last = job["history"][-1]
+    assert set(last) == {"epoch", "loss", "val_loss", "val_accuracy", "seconds"} and last["val_accuracy"] >= 0.9
+    assert client.get(f"/jobs/{job['id']}/model").get_json()["dtype"] == "float32"
+
+
+def test_a_job_whose_starting_model_was_deleted_fails_saying_so(app, client):
+    register_xor(app)
+    body = {k: v for k, v in xor_request(model="xor").items() if k != "architecture"}
+    job = client.post("/train", json=body).get_json()
+    assert client.delete("/models/xor").status_code == 200
+    with consumer_thread(backend_of(app)):
+        failed = finished(client, job["id"])
+    assert failed["status"] == "failed" and failed["error"] == "the model to start from is gone: no model named 'xor'"
+
+
 def test_the_same_request_and_seed_give_a_bit_identical_model(client, consumer):
     body = xor_request(epochs=300, batch_size=2, validation_split=0.25)
     documents = []

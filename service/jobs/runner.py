@@ -18,6 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import minigrad
+from service.registry import RegistryError
 from service.training import TrainingSpec, train
 
 from .store import CANCELLED, FAILED, QUEUED, RUNNING
@@ -124,6 +125,9 @@ def run_training_job(backend, job_id: str, payload: dict):
     except minigrad.TrainingDiverged as exc:
         recorder.flush()
         _fail(store, job_id, f"training diverged: {exc}")
+        return None
+    except RegistryError as exc:  # the starting model was deleted after the job was accepted
+        _fail(store, job_id, f"the model to start from is gone: {exc}")
         return None
     except Exception as exc:  # any failure must end as a readable job error
         logger.exception("training job %s failed", job_id)
