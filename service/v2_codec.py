@@ -64,18 +64,18 @@ class RequestInputSchema(_Envelope):
     name = fields.String(required=True, validate=validate.Length(min=1))
     shape = fields.List(fields.Integer(strict=True, validate=validate.Range(min=0)), required=True)
     datatype = fields.String(required=True)
-    parameters = fields.Dict(keys=fields.String(), load_default=dict)
+    parameters = fields.Dict(load_default=dict)
     data = fields.Raw(metadata={"description": "numbers, flat or nested, in row-major order"})
 
 
 class RequestOutputSchema(_Envelope):
     name = fields.String(required=True, validate=validate.Length(min=1))
-    parameters = fields.Dict(keys=fields.String(), load_default=dict)
+    parameters = fields.Dict(load_default=dict)
 
 
 class InferRequestSchema(_Envelope):
     id = fields.String()
-    parameters = fields.Dict(keys=fields.String(), load_default=dict)
+    parameters = fields.Dict(load_default=dict)
     inputs = fields.List(fields.Nested(RequestInputSchema), required=True, validate=validate.Length(min=1))
     outputs = fields.List(fields.Nested(RequestOutputSchema))
 
