@@ -141,6 +141,11 @@ def run_training_job(backend, job_id: str, payload: dict):
     if recorder.stopped_because is not None:
         return None
 
+    return _hand_back(backend, job_id, payload, model, history)
+
+
+def _hand_back(backend, job_id, payload, model, history):
+    """Register the model if asked (``save_as``), record the result, and return the document for Huey."""
     document = model.to_dict()
     document["metadata"] = {
         **document.get("metadata", {}),
@@ -155,9 +160,9 @@ def run_training_job(backend, job_id: str, payload: dict):
         try:
             loaded = backend.registry.put(save_as, document)
         except Exception as exc:  # a rejected save fails the job, said plainly
-            _fail(store, job_id, f"could not register the model as {save_as!r}: {exc}")
+            _fail(backend.store, job_id, f"could not register the model as {save_as!r}: {exc}")
             return None
         result["registered"] = {"name": loaded.name, "version": loaded.version}
-    if store.update(job_id, expect={RUNNING}, result=result, epoch=len(history)) is None:
+    if backend.store.update(job_id, expect={RUNNING}, result=result, epoch=len(history)) is None:
         return None
     return document
