@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tensor import Tensor, _constant, _node, _records, _softmax, linear
+from .tensor import Tensor, _add_reduce, _constant, _node, _records, linear
 
 __all__ = [
     "Layer",
@@ -99,6 +99,10 @@ class Softmax(Layer):
         return input.softmax(-1)
 
 
+# Exact types only: a subclass may override forward, and then it must run.
+_FUSED_ACTIVATIONS = {Tanh: "tanh", Sigmoid: "sigmoid", Relu: "relu"}
+
+
 class Sequential(Layer):
     """Layers applied one after the other."""
 
@@ -111,7 +115,18 @@ class Sequential(Layer):
         self.layers.append(layer)
 
     def forward(self, input):
-        for layer in self.layers:
+        layers = self.layers
+        i, n = 0, len(layers)
+        while i < n:
+            layer = layers[i]
+            i += 1
+            # A Linear followed by an activation runs as one fused graph node (same arithmetic).
+            if type(layer) is Linear and i < n:
+                activation = _FUSED_ACTIVATIONS.get(type(layers[i]))
+                if activation is not None:
+                    input = linear(input, layer.weight, layer.bias, activation)
+                    i += 1
+                    continue
             input = layer.forward(input)
         return input
 
@@ -147,11 +162,11 @@ _REDUCTIONS = ("batch", "sum", "mean")
 
 
 def _reduce(values: np.ndarray, reduction: str):
-    """Reduce per-element losses; also return d(reduced)/d(values) as a scale and output shape."""
+    """Reduce per-element losses; also return d(reduced)/d(values) as a scale (None for 1)."""
     if reduction == "batch":
-        return values.sum(axis=0), None
+        return np.asarray(_add_reduce(values, 0)), None
     if reduction == "sum":
-        return np.asarray(values.sum()), None
+        return np.asarray(_add_reduce(values, None)), None
     return np.asarray(values.mean()), 1.0 / values.size
 
 
@@ -169,19 +184,15 @@ class _Loss(Layer):
             raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}; got {reduction!r}")
         self.reduction = reduction
 
-    def _finish(self, pred, target, values, grad_values, name):
-        """Wrap reduced ``values`` in a node whose backward scales ``grad_values`` (d values / d pred)."""
+    def _finish(self, pred, values, gradient, name):
+        """Wrap the reduced ``values`` in a node; ``gradient()`` (d values / d pred) runs only in backward."""
         out, scale = _reduce(values, self.reduction)
         if not _records(pred):
             return _constant(out)
-        reduction = self.reduction
 
         def backward(g):
-            if reduction == "batch":
-                gp = grad_values * g  # g has the per-output shape and broadcasts over the batch
-            else:
-                gp = grad_values * (g if scale is None else g * scale)
-            return (gp,)
+            # With reduction="batch", g has the per-output shape and broadcasts over the batch.
+            return (gradient() * (g if scale is None else g * scale),)
 
         return _node(out, name, (pred,), backward)
 
@@ -196,7 +207,7 @@ class MSELoss(_Loss):
     def forward(self, pred, target):
         p = pred.data
         diff = p - _target_array(target, p)
-        return self._finish(pred, target, diff * diff, 2 * diff, "mse")
+        return self._finish(pred, diff * diff, lambda: diff + diff, "mse")
 
 
 class BCELoss(_Loss):
@@ -211,7 +222,7 @@ class BCELoss(_Loss):
         p = np.clip(pred.data, self.eps, 1 - self.eps)
         t = _target_array(target, p)
         values = -(t * np.log(p) + (1 - t) * np.log1p(-p))
-        return self._finish(pred, target, values, (p - t) / (p * (1 - p)), "bce")
+        return self._finish(pred, values, lambda: (p - t) / (p * (1 - p)), "bce")
 
 
 class CrossEntropyLoss(Layer):
@@ -227,24 +238,34 @@ class CrossEntropyLoss(Layer):
         if z.ndim != 2:
             raise ValueError(f"CrossEntropyLoss expects logits of shape [batch, classes], got {list(z.shape)}")
         n = z.shape[0]
-        probs = _softmax(z, -1)
-        log_probs = np.log(np.maximum(probs, np.finfo(z.dtype).tiny))
+        # log softmax = shifted - log(total): finite for any logits, no clipping needed.
+        shifted = z - np.maximum.reduce(z, 1, keepdims=True)
+        exp = np.exp(shifted)
+        total = _add_reduce(exp, 1, keepdims=True)
+        log_total = np.log(total)
         if t.ndim == 1:
             if t.shape[0] != n:
                 raise ValueError(f"target has {t.shape[0]} labels for a batch of {n}")
             labels = t.astype(np.intp, copy=False)
-            if labels.size and (labels.min() < 0 or labels.max() >= z.shape[1]):
+            if labels.size and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= z.shape[1]):
                 raise ValueError(f"target labels must lie in [0, {z.shape[1] - 1}]")
             rows = np.arange(n)
-            out = np.asarray(-log_probs[rows, labels].sum() / n)
-            grad = probs.copy()
-            grad[rows, labels] -= 1
+            # Both sums are of non-negative terms (log_total >= 0 >= shifted), so no cancellation.
+            out = np.asarray((_add_reduce(log_total, None) - _add_reduce(shifted[rows, labels], None)) / n)
+
+            def gradient():
+                probs = exp / total
+                probs[rows, labels] -= 1
+                return probs
+
         else:
             onehot = _target_array(t, z)
-            out = np.asarray(-(onehot * log_probs).sum() / n)
-            grad = probs * onehot.sum(axis=1, keepdims=True) - onehot
+            out = np.asarray(-_add_reduce(onehot * (shifted - log_total), None) / n)
+
+            def gradient():
+                return exp / total * _add_reduce(onehot, 1, keepdims=True) - onehot
+
         out = out.astype(z.dtype, copy=False)
         if not _records(logits):
             return _constant(out)
-        grad /= n
-        return _node(out, "cross_entropy", (logits,), lambda g: (grad * g,))
+        return _node(out, "cross_entropy", (logits,), lambda g: (gradient() * (g / n),))

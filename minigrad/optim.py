@@ -1,10 +1,45 @@
-"""Optimizers: they read each parameter's ``.grad`` and update ``.data`` in place."""
+"""Optimizers: they read each parameter's ``.grad`` and update ``.data`` in place.
+
+At the sizes of small models a numpy call costs more than its arithmetic, so an optimizer whose
+parameters hold at most ``PACK_LIMIT`` values in all (and share one dtype) packs them into one
+contiguous array, each ``p.data`` becoming a view of it: a step is then a few numpy calls for the
+whole model instead of a few per tensor. Optimizer state (momentum, Adam's moments) is likewise one
+array with a view per parameter, so a step that must go parameter by parameter (some gradient is
+missing) updates the same state.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 __all__ = ["Optimizer", "SGD", "Adam"]
+
+PACK_LIMIT = 1 << 16
+
+
+class _State:
+    """Per-value optimizer state, zero to start: ``whole`` (one array, or None) and one view per parameter."""
+
+    __slots__ = ("whole", "views")
+
+    def __init__(self, parameters, packed):
+        if packed is None:
+            self.whole = None
+            self.views = [np.zeros_like(p.data) for p in parameters]
+        else:
+            self.whole = np.zeros_like(packed)
+            self.views = _views(self.whole, parameters)
+
+
+def _views(whole, parameters):
+    views, start = [], 0
+    for p in parameters:
+        size = p.data.size
+        views.append(whole[start : start + size].reshape(p.data.shape))
+        start += size
+    return views
 
 
 class Optimizer:
@@ -13,6 +48,19 @@ class Optimizer:
         if not alpha > 0 or not np.isfinite(alpha):
             raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
         self.alpha = alpha
+        self._packed = None
+        self._packed_views = None
+        params = self.parameters
+        if (
+            params
+            and sum(p.data.size for p in params) <= PACK_LIMIT
+            and len({p.data.dtype for p in params}) == 1
+            and len({id(p) for p in params}) == len(params)  # a repeated tensor must be stepped twice
+        ):
+            self._packed = np.concatenate([p.data.ravel() for p in params])
+            self._packed_views = _views(self._packed, params)
+            for p, view in zip(params, self._packed_views):
+                p.data = view
 
     def zero(self):
         """Forget accumulated gradients (safe before any backward). The next backward starts afresh."""
@@ -21,6 +69,41 @@ class Optimizer:
 
     def step(self, zero=True):
         raise NotImplementedError
+
+    def _updates(self, *states):
+        """What to update in place this step: ``(values, gradient, *state arrays)`` tuples.
+
+        One tuple for the whole packed model when every parameter has a gradient (the gradients are
+        concatenated: a new array), else one per parameter that has a gradient.
+        """
+        params = self.parameters
+        grads = [p.grad for p in params]
+        if self._packed is not None and all(g is not None for g in grads) and self._still_packed():
+            gradient = np.concatenate([g.data.ravel() for g in grads])
+            return [(self._packed, gradient, *[state.whole for state in states])]
+        return [
+            (p.data, g.data, *[state.views[i] for state in states])
+            for i, (p, g) in enumerate(zip(params, grads))
+            if g is not None
+        ]
+
+    def _still_packed(self) -> bool:
+        """Whether every ``p.data`` is still its view of the packed array, re-packing any that was
+        replaced (e.g. weights loaded into the model); False (for good) if a shape or dtype changed."""
+        for p, view in zip(self.parameters, self._packed_views):
+            data = p.data
+            if data is not view:
+                if data.shape != view.shape or data.dtype != view.dtype:
+                    self._packed = self._packed_views = None
+                    return False
+                view[...] = data
+                p.data = view
+        return True
+
+    def _clear(self, zero):
+        if zero:
+            for p in self.parameters:
+                p.grad = None
 
 
 class SGD(Optimizer):
@@ -34,27 +117,21 @@ class SGD(Optimizer):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         self.momentum = momentum
         self.weight_decay = weight_decay
-        self._velocity = [None] * len(self.parameters)
+        self._velocity = _State(self.parameters, self._packed) if momentum else None
 
     def step(self, zero=True):
         alpha, momentum, decay = self.alpha, self.momentum, self.weight_decay
-        for i, p in enumerate(self.parameters):
-            if p.grad is None:
-                continue
-            g = p.grad.data
+        states = (self._velocity,) if momentum else ()
+        for values, g, *velocity in self._updates(*states):
             if decay:
-                g = g + decay * p.data
+                g = g + decay * values
             if momentum:
-                v = self._velocity[i]
-                if v is None:
-                    v = self._velocity[i] = np.array(g, dtype=p.data.dtype)
-                else:
-                    v *= momentum
-                    v += g
+                v = velocity[0]
+                v *= momentum
+                v += g
                 g = v
-            p.data -= alpha * g
-            if zero:
-                p.grad = None
+            values -= alpha * g
+        self._clear(zero)
 
 
 class Adam(Optimizer):
@@ -70,25 +147,25 @@ class Adam(Optimizer):
         self.betas = (beta1, beta2)
         self.eps = eps
         self.t = 0
-        self._m = [np.zeros_like(p.data) for p in self.parameters]
-        self._v = [np.zeros_like(p.data) for p in self.parameters]
+        self._m = _State(self.parameters, self._packed)
+        self._v = _State(self.parameters, self._packed)
 
     def step(self, zero=True):
         self.t += 1
         beta1, beta2 = self.betas
         # Fold both bias corrections into the step size: alpha * sqrt(1 - b2^t) / (1 - b1^t).
-        step_size = self.alpha * np.sqrt(1 - beta2**self.t) / (1 - beta1**self.t)
-        eps_hat = self.eps * np.sqrt(1 - beta2**self.t)
-        for p, m, v in zip(self.parameters, self._m, self._v):
-            if p.grad is None:
-                continue
-            g = p.grad.data
+        # math.sqrt keeps these Python floats, which never widen a float32 model to float64.
+        correction = math.sqrt(1 - beta2**self.t)
+        step_size = self.alpha * correction / (1 - beta1**self.t)
+        eps_hat = self.eps * correction
+        for values, g, m, v in self._updates(self._m, self._v):
             m *= beta1
             m += (1 - beta1) * g
             v *= beta2
             v += (1 - beta2) * (g * g)
-            denom = np.sqrt(v)
-            denom += eps_hat
-            p.data -= step_size * (m / denom)
-            if zero:
-                p.grad = None
+            update = np.sqrt(v)
+            update += eps_hat
+            np.divide(m, update, out=update)
+            update *= step_size
+            values -= update
+        self._clear(zero)

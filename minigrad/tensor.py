@@ -201,7 +201,8 @@ class Tensor:
         if not self.autograd:
             raise RuntimeError("backward() called on a tensor with autograd=False: nothing to differentiate")
         if grad is None:
-            seed = np.ones_like(self.data)
+            data = self.data
+            seed = _constants(data.dtype).one if data.ndim == 0 else np.ones(data.shape, data.dtype)
         else:
             seed = grad.data if isinstance(grad, Tensor) else np.asarray(grad, dtype=self.data.dtype)
             if seed.shape != self.data.shape:
@@ -232,8 +233,12 @@ class Tensor:
             if g is None:
                 continue
             backward = node._backward
-            if backward is None:
-                _accumulate_leaf(node, g)
+            if backward is None:  # a leaf: keep the gradient (a new array, see the module docstring)
+                if node.grad is not None:
+                    g = node.grad.data + g
+                elif not g.flags.writeable:  # a broadcast view or a shared constant: copy it
+                    g = g.copy()
+                node.grad = _constant(g)
                 continue
             for parent, pg in zip(node._parents, backward(g)):
                 if pg is not None and parent.autograd:
@@ -344,24 +349,19 @@ class Tensor:
         return _constant(out)
 
     def sigmoid(self):
-        # 0.5 * (1 + tanh(x / 2)) is the logistic function without exp overflow for large |x|.
-        out = np.tanh(self.data * 0.5)
-        out += 1
-        out *= 0.5
-        if _records(self):
-            return _node(out, "sigmoid", (self,), lambda g: (g * (out * (1 - out)),))
-        return _constant(out)
+        return self._activation("sigmoid")
 
     def tanh(self):
-        out = np.tanh(self.data)
-        if _records(self):
-            return _node(out, "tanh", (self,), lambda g: (g * (1 - out * out),))
-        return _constant(out)
+        return self._activation("tanh")
 
     def relu(self):
-        out = np.maximum(self.data, 0)
+        return self._activation("relu")
+
+    def _activation(self, name):
+        forward, derivative = _ACTIVATIONS[name]
+        out = forward(self.data, None)
         if _records(self):
-            return _node(out, "relu", (self,), lambda g: (g * (out > 0),))
+            return _node(out, name, (self,), lambda g: (derivative(g, out),))
         return _constant(out)
 
     def softmax(self, dim=-1):
@@ -474,15 +474,6 @@ class Tensor:
 _by_id = operator.attrgetter("id")
 
 
-def _accumulate_leaf(leaf: Tensor, g: np.ndarray):
-    """Add ``g`` into a leaf's ``.grad`` (a new array: gradient arrays are never written in place)."""
-    if leaf.grad is not None:
-        g = leaf.grad.data + g
-    elif not g.flags.writeable:  # a broadcast view: give the leaf an array of its own
-        g = g.copy()
-    leaf.grad = _constant(g)
-
-
 def _neg_backward(g):
     return (-g,)
 
@@ -527,30 +518,115 @@ def _matmul_backward(a, b, g, needs_a, needs_b):
     return ga, gb
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x @ weight + bias`` as one graph node: one allocation forward, no input gradient unless needed."""
+# ---------------------------------------------------------------------- activations
+# Numpy combines an array with a 0-d array of its own dtype about twice as fast as with a Python
+# scalar, and such a constant never widens float32 to float64: every op uses these.
+class _Constants:
+    __slots__ = ("zero", "half", "one")
+
+    def __init__(self, dtype):
+        for name, value in (("zero", 0), ("half", 0.5), ("one", 1)):
+            constant = np.array(value, dtype=dtype)
+            constant.flags.writeable = False  # shared by every op (and the seed of backward)
+            setattr(self, name, constant)
+
+
+_constants_by_dtype = {}
+
+
+def _constants(dtype) -> _Constants:
+    constants = _constants_by_dtype.get(dtype)
+    if constants is None:
+        constants = _constants_by_dtype[dtype] = _Constants(dtype)
+    return constants
+
+
+# Each activation is ``forward(x, out)``, writing f(x) into ``out`` (a new array if None, or x
+# itself), and ``derivative(g, y)``, returning g * f'(x) from the output y = f(x) alone. Tensor's
+# methods and the fused ``linear`` node share them.
+def _relu(x, out):
+    return np.maximum(x, _constants(x.dtype).zero, out=out)
+
+
+def _relu_derivative(g, y):
+    return g * (y > _constants(y.dtype).zero)
+
+
+def _tanh(x, out):
+    return np.tanh(x, out=out)
+
+
+def _tanh_derivative(g, y):
+    d = y * y
+    np.subtract(_constants(y.dtype).one, d, out=d)
+    return g * d
+
+
+def _sigmoid(x, out):
+    # 0.5 * (1 + tanh(x / 2)) is the logistic function without exp overflow for large |x|.
+    k = _constants(x.dtype)
+    out = np.multiply(x, k.half, out=out)
+    np.tanh(out, out=out)
+    out += k.one
+    out *= k.half
+    return out
+
+
+def _sigmoid_derivative(g, y):
+    d = _constants(y.dtype).one - y
+    d *= y
+    return g * d
+
+
+_ACTIVATIONS = {
+    "relu": (_relu, _relu_derivative),
+    "tanh": (_tanh, _tanh_derivative),
+    "sigmoid": (_sigmoid, _sigmoid_derivative),
+}
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None = None) -> Tensor:
+    """``activation(x @ weight + bias)`` as one graph node.
+
+    One allocation forward (bias and activation are applied in place: the pre-activation is never
+    seen by anyone else), one node's bookkeeping instead of three, and no input gradient unless
+    ``x`` needs one. ``activation`` is None or a name in ``_ACTIVATIONS``.
+    """
     a = x.data
     w = weight.data
     out = a @ w
     if bias is not None:
         out += bias.data
-    parents = (x, weight) if bias is None else (x, weight, bias)
-    if not _records(*parents):
-        return _constant(out)
+    derivative = None
+    if activation is not None:
+        forward, derivative = _ACTIVATIONS[activation]
+        forward(out, out)
     needs_x = x.autograd
+    if not (_grad_mode.enabled and (needs_x or weight.autograd or (bias is not None and bias.autograd))):
+        return _constant(out)
 
     def backward(g):
+        if derivative is not None:
+            g = derivative(g, out)
         if a.ndim == 2:
             gw = a.T @ g
-            gb = g.sum(axis=0)
+            gb = _add_reduce(g, 0)
         elif a.ndim == 1:
             gw = np.outer(a, g)
             gb = g
         else:
             flat_g = g.reshape(-1, g.shape[-1])
             gw = a.reshape(-1, a.shape[-1]).T @ flat_g
-            gb = flat_g.sum(axis=0)
+            gb = _add_reduce(flat_g, 0)
         gx = g @ w.T if needs_x else None
         return (gx, gw) if bias is None else (gx, gw, gb)
 
-    return _node(out, "linear", parents, backward)
+    if bias is None:
+        return _node(out, _LINEAR_OPS[activation], (x, weight), backward)
+    return _node(out, _LINEAR_OPS[activation], (x, weight, bias), backward)
+
+
+_LINEAR_OPS = {None: "linear", **{name: f"linear_{name}" for name in _ACTIVATIONS}}
+
+
+_add_reduce = np.add.reduce  # ndarray.sum without the Python-level wrapper (half the call cost)

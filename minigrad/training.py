@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from .nn import BCELoss, CrossEntropyLoss
-from .tensor import Tensor, _constant, no_grad
+from .tensor import Tensor, _add_reduce, _constant, no_grad
 
 __all__ = ["fit", "evaluate", "TrainingDiverged"]
 
@@ -118,7 +118,7 @@ def fit(
                 index = order[start : start + batch]
                 xb, yb = x[index], y[index]
             value = loss(model(_constant(xb)), _constant(yb))
-            batch_loss = float(value.data.sum())
+            batch_loss = float(_add_reduce(value.data, None))
             if not math.isfinite(batch_loss):
                 raise TrainingDiverged(
                     f"epoch {epoch}, batch {batches + 1}: loss became {batch_loss}; "
