@@ -139,11 +139,9 @@ def _load_model(path: str):
         raise click.ClickException(f"{path}: not a valid model document: {exc}") from None
 
 
-def _model_width(model) -> tuple[int | None, int | None]:
-    """The numbers of inputs and outputs a model's Linear layers fix (None when it has none)."""
+def _model_width(model) -> tuple[int, int]:
+    """The numbers of inputs and outputs (the format guarantees a model at least one Linear layer)."""
     linears = [layer for layer in model.layers if isinstance(layer, Linear)]
-    if not linears:
-        return None, None
     return linears[0].in_features, linears[-1].out_features
 
 
@@ -204,7 +202,7 @@ def _model_or_architecture(path: str, rng: np.random.Generator):
 # ---------------------------------------------------------------------- data sets
 
 
-def _training_data(path: str, n_inputs: int | None, n_outputs: int | None, labels: bool):
+def _training_data(path: str, n_inputs: int, n_outputs: int, labels: bool):
     """Inputs, targets and the column names (or None) from a CSV or JSON file."""
     text = _read_text(path)
     if _looks_like_json(path, text):
@@ -221,13 +219,11 @@ def _training_data(path: str, n_inputs: int | None, n_outputs: int | None, label
         names = None
     else:
         table, names = _read_csv(text, path)
-        if n_inputs is None:
-            raise click.ClickException(f"{path}: a CSV file needs a model with a Linear layer to know its input width")
         inputs, targets = table[:, :n_inputs], table[:, n_inputs:]
-    if n_inputs is not None and inputs.shape[1] != n_inputs:
+    if inputs.shape[1] != n_inputs:
         raise click.ClickException(f"{path}: the model takes {n_inputs} inputs per row, the data has {inputs.shape[1]}")
     target_widths = {1, n_outputs} if labels else {n_outputs}
-    if n_outputs is not None and targets.shape[1] not in target_widths:
+    if targets.shape[1] not in target_widths:
         expected = f"1 (class labels) or {n_outputs} (one-hot)" if labels else str(n_outputs)
         raise click.ClickException(
             f"{path}: expected {expected} target column(s) after the {inputs.shape[1]} input columns, "
@@ -238,7 +234,7 @@ def _training_data(path: str, n_inputs: int | None, n_outputs: int | None, label
     return inputs, targets, names
 
 
-def _prediction_inputs(path: str, n_inputs: int | None) -> np.ndarray:
+def _prediction_inputs(path: str, n_inputs: int) -> np.ndarray:
     text = _read_text(path)
     if _looks_like_json(path, text):
         document = _parse_json(text, path)
@@ -249,7 +245,7 @@ def _prediction_inputs(path: str, n_inputs: int | None) -> np.ndarray:
         inputs = _as_matrix(document, f"{path}: inputs")
     else:
         inputs, _ = _read_csv(text, path)
-    if n_inputs is not None and inputs.shape[1] != n_inputs:
+    if inputs.shape[1] != n_inputs:
         raise click.ClickException(f"{path}: the model takes {n_inputs} inputs per row, the data has {inputs.shape[1]}")
     return inputs
 

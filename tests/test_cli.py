@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from jobs_support import XOR_ARCHITECTURE
 from sklearn.datasets import load_iris
 
 import minigrad
@@ -23,12 +24,6 @@ from service.testing import free_port
 REPO = Path(__file__).resolve().parent.parent
 EXECUTABLE = Path(sys.executable).parent / "minigrad"
 
-XOR_ARCHITECTURE = [
-    {"type": "Linear", "in_features": 2, "out_features": 3},
-    {"type": "Tanh"},
-    {"type": "Linear", "in_features": 3, "out_features": 1},
-    {"type": "Sigmoid"},
-]
 XOR_CSV = "a,b,xor\n0,0,0\n0,1,1\n1,0,1\n1,1,0\n"
 XOR_TRAIN = ["--loss", "bce", "--alpha", "0.5", "--epochs", "1500", "--seed", "7"]
 
