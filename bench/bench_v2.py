@@ -7,7 +7,8 @@
    Triton's own client (``tritonclient.http``, binary mode), whose figure includes its encoding.
    Target: binary v2 >= 3x faster than JSON /predict.
 2. Requests/s and p50/p99 latency with wrk (the harness of ``bench_service``) of v2 infer for the XOR
-   model at batch 4, in JSON and in binary, next to ``GET /healthz``, the app's trivial endpoint.
+   model at batch 4, in JSON and in binary, next to ``GET /healthz``, the app's trivial endpoint, and
+   ``POST /predict`` of the same batch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +26,12 @@ import tritonclient.http as triton
 
 import minigrad
 from bench.bench_engine import interleaved_medians
-from bench.bench_service import ensure_wrk, run_wrk
+from bench.bench_service import CONNECTIONS, DURATION_S, ensure_wrk, run_wrk
 from minigrad import Linear, Relu, Sequential
 from service.testing import REPO_ROOT, GunicornServer
 from service.v2_codec import HEADER_LENGTH
 
-ROUNDS = 2
+ROUNDS = 3
 XOR_BATCH = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
 
 
@@ -124,20 +126,29 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
     binary_script = _post_script(
         directory, "v2_binary", *v2_binary_body(XOR_BATCH, parameters={"binary_data_output": True})
     )
+    predict_script = _post_script(
+        directory,
+        "predict",
+        json.dumps({"model": "xor", "inputs": XOR_BATCH.tolist()}).encode(),
+        {"Content-Type": "application/json"},
+    )
     targets = {
         "GET /healthz (trivial)": (server.url + "/healthz", None),
+        "POST /predict (XOR, batch 4)": (server.url + "/predict", predict_script),
         "POST /v2 infer, JSON (XOR, batch 4)": (infer_url, json_script),
         "POST /v2 infer, binary (XOR, batch 4)": (infer_url, binary_script),
     }
     runs = {name: [] for name in targets}
     for url, script in targets.values():  # warm every worker's model cache and code paths
-        run_wrk(wrk, url, script)
+        subprocess.run(
+            [wrk, "-t1", "-c2", "-d1s", *(["-s", script] if script else []), url], check=True, capture_output=True
+        )
     for _ in range(ROUNDS):  # alternate, so drift in the machine's load hits every target alike
         for name, (url, script) in targets.items():
             runs[name].append(run_wrk(wrk, url, script))
     print(
-        "load test: wrk (see bench_service for its settings), gunicorn 2 sync workers on loopback, "
-        f"median of {ROUNDS} rounds"
+        f"load generator: wrk, 2 threads, {CONNECTIONS} connections, {DURATION_S}s x {ROUNDS} rounds each "
+        f"(medians), gunicorn {server.workers} sync workers on loopback"
     )
     summary = {}
     for name, results in runs.items():
