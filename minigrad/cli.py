@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from marshmallow import ValidationError
 
 from . import format as model_format
 from .nn import BCELoss, CrossEntropyLoss, Linear, MSELoss
@@ -111,20 +112,20 @@ def _is_number(cell: str) -> bool:
 
 
 def _as_matrix(value, where: str) -> np.ndarray:
-    """JSON rows of numbers as a 2-D float64 array; a flat list is one row."""
+    """JSON rows of numbers as a 2-D float64 array (a flat list is one row), checked by the format's own
+    one-pass numpy check, which names the first bad element."""
     if isinstance(value, list) and value and not isinstance(value[0], list):
         value = [value]
-    if not isinstance(value, list) or not value:
+    try:
+        array = model_format.finite_array(value, 2)
+    except ValidationError as exc:
+        messages = exc.messages
+        while isinstance(messages, dict):  # {1: {0: ["expected a number, got true"]}} -> [1][0]: ...
+            index, messages = next(iter(messages.items()))
+            where += f"[{index}]"
+        raise click.ClickException(f"{where}: {messages[0]}") from None
+    if array.ndim != 2 or array.size == 0:
         raise click.ClickException(f"{where}: expected a non-empty list of rows of numbers")
-    for index, row in enumerate(value):
-        if not isinstance(row, list) or len(row) != len(value[0]):
-            raise click.ClickException(f"{where}[{index}]: expected a list of {len(value[0])} numbers like row 0")
-        for column, cell in enumerate(row):
-            if isinstance(cell, bool) or not isinstance(cell, int | float):
-                raise click.ClickException(f"{where}[{index}][{column}]: expected a number, got {cell!r}")
-    array = np.array(value, dtype=np.float64)
-    if not np.isfinite(array).all():  # integers beyond float64's range become infinity
-        raise click.ClickException(f"{where}: numbers must be finite")
     return array
 
 
