@@ -278,3 +278,21 @@ def test_the_wheel_is_what_the_image_installs(image):
     entry_points = image.run(["python", "-c", "import importlib.metadata as m; print(sorted(e.name for e in "
                               "m.entry_points(group='console_scripts') if e.dist.name == 'minigrad'))"]).stdout
     assert "'minigrad'" in entry_points and "'minigrad-worker'" in entry_points
+
+
+def test_minigrad_serve_from_the_install_with_the_image_config(image, tmp_path):
+    port = free_port()
+    entrypoint = RUNTIME.last("ENTRYPOINT").exec_form()
+    config = entrypoint[entrypoint.index("--config") + 1]
+    server = image.start(["minigrad", "serve", "--config", config, "--port", str(port), "--workers", "1"],
+                         tmp_path / "serve.log", {})
+    try:
+        def answers():
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            with contextlib.suppress(requests.RequestException):
+                body = {"model": "iris", "inputs": [5.1, 3.5, 1.4, 0.2]}
+                return requests.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=2).json()
+
+        assert len(wait_for(answers, 60, what="minigrad serve to answer")["outputs"]) == 3
+    finally:
+        assert stop(server) == 0
