@@ -4,7 +4,10 @@ The served documents are the shipped models plus a float32 one; every prediction
 minigrad's forward pass on the same file, bit for bit, in JSON mode and in binary mode.
 """
 
+import json
+import re
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -126,3 +129,23 @@ def test_errors_reach_the_client_as_protocol_errors(client, name, x, version, st
         infer(client, name, x, True, model_version=version)
     assert info.value.status() == status
     assert fragment in info.value.message()
+
+
+def doc_blocks(language):
+    text = (REPO_ROOT / "docs" / "inference-protocol.md").read_text()
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def test_the_protocol_docs_examples_work_as_printed(server, model_dir, capsys):
+    address = f"127.0.0.1:{server.port}"
+    x = np.array([[0, 1], [1, 1]], dtype=np.float64)
+    expected = expected_output(model_dir, "xor", x)
+    (shell,) = doc_blocks("sh")
+    printed = subprocess.run(
+        ["sh", "-c", shell.replace("localhost:8000", address)], capture_output=True, text=True, check=True
+    ).stdout
+    answer = json.loads(printed)
+    assert answer["id"] == "q1" and answer["outputs"][0]["data"] == expected.ravel().tolist()
+    (python,) = doc_blocks("python")
+    exec(python.replace("localhost:8000", address), {})
+    assert capsys.readouterr().out == f"{expected}\n"
