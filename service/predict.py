@@ -34,8 +34,12 @@ def input_batch(inputs, width: int, dtype) -> tuple[np.ndarray, bool]:
     flat = array.ndim == 1
     if flat:
         array = array[np.newaxis, :]
-    with np.errstate(over="ignore"):  # out of the dtype's range becomes inf, refused just below
-        array = array.astype(dtype, copy=False)
+    if array.dtype != dtype:
+        if np.can_cast(array.dtype, dtype, "safe"):
+            array = array.astype(dtype)
+        else:
+            with np.errstate(over="ignore"):  # out of the dtype's range becomes inf, refused just below
+                array = array.astype(dtype)
     if array.ndim != 2 or array.shape[1] != width or array.shape[0] == 0 or not np.isfinite(array).all():
         _raise_defect(inputs, width, dtype)
         raise InputError(f"inputs: expected a list of rows (or one row) of {width} numbers")
