@@ -4,7 +4,10 @@ the SQLite file or a real redis-server, and ``python -m service.serve`` (what ``
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,3 +219,19 @@ def test_the_worker_command_starts_a_consumer_alone(command, sqlite_env, tmp_pat
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_the_readme_training_example_works_as_printed(sqlite_env, tmp_path):
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed: README's curl example cannot be run")
+    section = (REPO / "README.md").read_text().split("## Training jobs\n", 1)[1].split("\n## ", 1)[0]
+    script = re.search(r"```sh\n(.*?)```", section, flags=re.S).group(1)
+    with service(sqlite_env, tmp_path) as (server, worker):
+        output = subprocess.run(["bash", "-c", script.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")],
+                                capture_output=True, text=True, check=True, timeout=60).stdout
+    decoder = json.JSONDecoder()
+    trained, end = decoder.raw_decode(output)
+    prediction, _ = decoder.raw_decode(output[end:].lstrip())
+    assert trained["status"] == "succeeded"
+    assert trained["result"]["registered"] == {"name": "xor-trained", "version": 1}
+    assert prediction["model"] == "xor-trained" and [round(o[0]) for o in prediction["outputs"]] == [1, 0]
