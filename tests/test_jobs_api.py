@@ -217,7 +217,8 @@ def test_a_queued_job_is_cancelled_at_once_and_never_runs(app, client):
     with consumer_thread(backend_of(app)):
         later = client.post("/train?wait=20", json=xor_request()).get_json()  # runs after the cancelled one
     assert later["status"] == "succeeded"
-    cancelled = client.get(f"/jobs/{job['id']}").get_json()
+    assert backend_of(app).huey.pending_count() == 0  # the consumer took the cancelled job's task too...
+    cancelled = client.get(f"/jobs/{job['id']}").get_json()  # ...and did not run it
     assert cancelled["status"] == "cancelled" and cancelled["timings"]["started_at"] is None
 
 
