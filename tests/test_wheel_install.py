@@ -1,10 +1,11 @@
 """The image, rehearsed without Docker: what the Dockerfile builds, installed in a fresh virtual environment.
 
-The build stage's COPY lines pick the files (from the context .dockerignore allows) from which the wheel is
-built; the wheel goes into a new venv, as the runtime stage's ``pip install`` does; the runtime stage's COPY
+The build stage's COPY lines pick the files (from the context .dockerignore allows) and its RUN line builds
+the wheels; the runtime stage's ``pip install`` command installs them, offline, into a new venv; its COPY
 lines fill a scratch root standing in for / (models, gunicorn config), and its ENV, WORKDIR, ENTRYPOINT, CMD
 and HEALTHCHECK are used as written, with paths moved under that root and the bind address moved to a free
-loopback port. The consumer runs with docker-compose.yml's worker entrypoint. Nothing imports the checkout,
+loopback port. The consumers run with docker-compose.yml's worker entrypoint, alone on SQLite (`docker run`)
+or as compose arranges them (Redis, two workers, a shared models volume). Nothing imports the checkout,
 so a file missing from the wheel (shipped models, the JSON Schema, the /docs page's assets) fails here.
 """
 
