@@ -8,13 +8,15 @@
    Target: binary v2 >= 3x faster than JSON /predict.
 2. Requests/s and p50/p99 latency with wrk (the harness of ``bench_service``) of v2 infer for the XOR
    model at batch 4, in JSON and in binary, next to ``GET /healthz``, the app's trivial endpoint, and
-   ``POST /predict`` of the same batch.
+   ``POST /predict`` of the same batch. Also the workers' CPU time per request (from ``/proc``), which
+   a busy shared machine disturbs much less than requests/s.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -119,6 +121,25 @@ def _post_script(directory: Path, name: str, body: bytes, headers: dict) -> str:
     return str(path)
 
 
+def server_cpu_seconds(server: GunicornServer) -> float:
+    """CPU time (user + system) used so far by the server's worker processes (Linux ``/proc``)."""
+    total = 0
+    for pid in server.worker_pids():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measured_run(wrk: str, server: GunicornServer, url: str, script: str | None) -> dict:
+    """``run_wrk``'s figures plus the server's CPU time per request, which -- unlike requests/s --
+    does not depend on what else the (shared) machine is running."""
+    before = server_cpu_seconds(server)
+    result = run_wrk(wrk, url, script)
+    result["cpu_per_request"] = (server_cpu_seconds(server) - before) / (result["rps"] * DURATION_S)
+    return result
+
+
 def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
     infer_url = server.url + "/v2/models/xor/infer"
     # No Content-Type on either body, as tritonclient sends them.
@@ -145,24 +166,29 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
         )
     for _ in range(ROUNDS):  # alternate, so drift in the machine's load hits every target alike
         for name, (url, script) in targets.items():
-            runs[name].append(run_wrk(wrk, url, script))
+            runs[name].append(measured_run(wrk, server, url, script))
     print(
         f"load generator: wrk, 2 threads, {CONNECTIONS} connections, {DURATION_S}s x {ROUNDS} rounds each "
         f"(medians), gunicorn {server.workers} sync workers on loopback"
     )
     summary = {}
     for name, results in runs.items():
-        summary[name] = {key: statistics.median(r[key] for r in results) for key in ("rps", "p50", "p99")}
+        summary[name] = {
+            key: statistics.median(r[key] for r in results) for key in ("rps", "p50", "p99", "cpu_per_request")
+        }
         failures = sum(r["non_2xx"] for r in results)
         s = summary[name]
         print(
-            f"  {name:40s} {s['rps']:8.0f} req/s   p50 {s['p50'] * 1e3:6.2f} ms   p99 {s['p99'] * 1e3:6.2f} ms"
-            f"   non-2xx {failures}"
+            f"  {name:40s} {s['rps']:6.0f} req/s   p50 {s['p50'] * 1e3:6.2f} ms   p99 {s['p99'] * 1e3:6.2f} ms"
+            f"   server CPU {s['cpu_per_request'] * 1e6:5.0f} us/request   non-2xx {failures}"
         )
     trivial = summary["GET /healthz (trivial)"]
     for name in list(targets)[1:]:
         s = summary[name]
-        print(f"  {name} / trivial: throughput {s['rps'] / trivial['rps']:.2f}x, p99 {s['p99'] / trivial['p99']:.2f}x")
+        print(
+            f"  {name} / trivial: throughput {s['rps'] / trivial['rps']:.2f}x, p99 {s['p99'] / trivial['p99']:.2f}x, "
+            f"server CPU per request {s['cpu_per_request'] / trivial['cpu_per_request']:.2f}x"
+        )
 
 
 def run() -> None:
