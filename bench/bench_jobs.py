@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 
 import minigrad
 from bench.bench_service import _post_script, ensure_wrk, run_wrk
+from service.jobs.testing import RedisUnavailable, redis_server
 from service.testing import REPO_ROOT, GunicornServer
 
 QUEUE_SAMPLES = int(os.environ.get("BENCH_JOBS_SAMPLES", "20"))
@@ -51,25 +51,6 @@ def consumer(env: dict, *args: str):
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-@contextlib.contextmanager
-def redis_server(directory: Path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    from service.testing import free_port
-
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(directory)], stdout=subprocess.DEVNULL)
-    time.sleep(0.5)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _training_job() -> dict:
@@ -142,11 +123,12 @@ def run() -> None:
 
         print("queue-to-start latency (POST /train -> job running), XOR jobs after 0.2-1.5 s idle gaps:")
         sqlite = queue_to_start("SQLite", {**env, "MINIGRAD_DATA_DIR": str(directory / "var-sqlite")})
-        with redis_server(directory) as url:
-            if url is None:
-                print("  Redis    SKIPPED: redis-server is not installed (apt-get install redis-server)")
-                return
-            redis = queue_to_start("Redis", {**env, "MINIGRAD_REDIS_URL": url})
+        try:
+            with redis_server(directory) as url:
+                redis = queue_to_start("Redis", {**env, "MINIGRAD_REDIS_URL": url})
+        except RedisUnavailable as missing:
+            print(f"  Redis    SKIPPED: {missing}")
+            return
         print(f"  SQLite / Redis p50: {statistics.median(sqlite) / statistics.median(redis):.1f}x "
               "(SQLite polls every MINIGRAD_POLL_INTERVAL; Redis wakes the consumer at once)")
 

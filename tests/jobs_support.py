@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +13,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-REDIS_MISSING = (
-    "redis-server is not installed, so the Redis backend is not tested; enable it with "
-    "`sudo apt-get install -y redis-server` (Debian/Ubuntu) -- .ci/run installs it"
-)
+from service.jobs.testing import RedisUnavailable
+from service.jobs.testing import redis_server as service_redis_server
+from service.testing import REPO_ROOT as REPO
 
 XOR_ARCHITECTURE = [
     {"type": "Linear", "in_features": 2, "out_features": 3},
@@ -52,12 +47,6 @@ def slow_request(**overrides) -> dict:
                        epochs=10_000, **overrides)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -71,27 +60,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
 
 @contextlib.contextmanager
 def redis_server(directory: Path):
-    """A throwaway redis-server on a free loopback port; yields its URL. Skips when redis-server is absent."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip(REDIS_MISSING)
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    """A throwaway redis-server's URL; the test is skipped, saying how to enable it, without the binary."""
     try:
-        def accepting():
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-            return False
-
-        wait_for(accepting, 10, what="redis-server to accept connections")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+        with service_redis_server(directory) as url:
+            yield url
+    except RedisUnavailable as missing:
+        pytest.skip(str(missing))
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ from jobs_support import (
     XOR_INPUTS,
     XOR_TARGETS,
     WorkerProcess,
-    free_port,
     job_env,
     redis_server,
     slow_request,
@@ -27,7 +26,7 @@ from jobs_support import (
     xor_request,
 )
 
-from service.testing import GunicornServer
+from service.testing import GunicornServer, free_port
 
 FAST_HEARTBEAT = {"MINIGRAD_HEARTBEAT_INTERVAL": 0.2, "MINIGRAD_HEARTBEAT_TIMEOUT": 2, "MINIGRAD_POLL_INTERVAL": 0.05}
 
