@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 from flask import Response
+from marshmallow import ValidationError
+
+from minigrad.format import finite_array
 
 from .api import Blueprint
 from .auth import require_token_for_predictions
@@ -23,83 +25,42 @@ class InputError(ValueError):
 
 def input_batch(inputs, width: int, dtype) -> tuple[np.ndarray, bool]:
     """``inputs`` (a list of rows, or one flat row) as a [batch, width] array of ``dtype``, and whether it
-    was flat. Valid input goes through numpy in one pass; only a defect is located element by element."""
+    was flat. The numbers are checked by minigrad's ``finite_array`` (numpy, one pass; only a defect is
+    walked to say where), as the model document's weights and the training data are."""
+    flat = isinstance(inputs, list) and bool(inputs) and not isinstance(inputs[0], list)
     try:
-        array = np.asarray(inputs)
-    except (ValueError, TypeError, OverflowError):  # ragged rows, and the like
-        array = None
-    if array is None or array.dtype.kind not in "iuf":  # strings, booleans, null, ragged, or just huge integers
-        _raise_defect(inputs, width, dtype)
-        array = np.asarray(inputs, dtype=np.float64)
-    flat = array.ndim == 1
+        array = finite_array(inputs, 1 if flat else 2)
+    except ValidationError as error:
+        raise InputError(_first_message(error.messages, "inputs")) from None
+    if array.size == 0 and array.shape[0] == 0:
+        raise InputError("inputs: the batch is empty; send at least one row")
     if flat:
         array = array[np.newaxis, :]
-    if array.dtype != dtype:
-        if np.can_cast(array.dtype, dtype, "safe"):
+    if array.ndim != 2:
+        raise InputError(f"inputs: expected a list of rows (or one row) of {width} numbers, "
+                         f"got an array of {array.ndim} dimensions")
+    if array.shape[1] != width:
+        where = "inputs" if flat else "inputs[0]"
+        raise InputError(f"{where}: expected {width} values (the model's input width), got {array.shape[1]}")
+    if array.dtype != dtype:  # float32 models: values beyond float32's range would become inf
+        with np.errstate(over="ignore"):
             array = array.astype(dtype)
-        else:
-            with np.errstate(over="ignore"):  # out of the dtype's range becomes inf, refused just below
-                array = array.astype(dtype)
-    if array.ndim != 2 or array.shape[1] != width or array.shape[0] == 0 or not np.isfinite(array).all():
-        _raise_defect(inputs, width, dtype)
-        raise InputError(f"inputs: expected a list of rows (or one row) of {width} numbers")
+        finite = np.isfinite(array)
+        if not finite.all():
+            row, column = np.argwhere(~finite)[0]
+            where = f"inputs[{column}]" if flat else f"inputs[{row}][{column}]"
+            raise InputError(f"{where}: {inputs[column] if flat else inputs[row][column]!r:.40} is out of the "
+                             f"range of {np.dtype(dtype).name}")
     return array, flat
 
 
-def _raise_defect(inputs, width, dtype) -> None:
-    defect = _locate_defect(inputs, width, dtype)
-    if defect:
-        raise InputError(defect)
-
-
-def _json_type(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"the string {value[:40]!r}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return repr(value)
-
-
-def _number_defect(value, dtype) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"expected a number, got {_json_type(value)}"
-    try:
-        with np.errstate(over="ignore"):
-            converted = np.asarray(float(value), dtype=dtype)
-    except OverflowError:
-        converted = np.asarray(math.inf)
-    if not np.isfinite(converted):
-        return f"expected a finite number within the range of {np.dtype(dtype).name}, got {value!r:.40}"
-    return None
-
-
-def _locate_defect(inputs, width: int, dtype) -> str | None:
-    """The first defect in ``inputs``, said with its place (None if there is none): the slow path, taken
-    only when the fast one failed."""
-    if not isinstance(inputs, list):
-        return f"inputs: expected a list of rows (or one row) of {width} numbers, got {_json_type(inputs)}"
-    if not inputs:
-        return "inputs: the batch is empty; send at least one row"
-    if isinstance(inputs[0], list):
-        rows = [(f"inputs[{i}]", row) for i, row in enumerate(inputs)]
-    else:
-        rows = [("inputs", inputs)]
-    for where, row in rows:
-        if not isinstance(row, list):
-            return f"{where}: expected a row (a list of {width} numbers), got {_json_type(row)}"
-        for j, value in enumerate(row):
-            defect = _number_defect(value, dtype)
-            if defect:
-                return f"{where}[{j}]: {defect}"
-        if len(row) != width:
-            return f"{where}: expected {width} values (the model's input width), got {len(row)}"
-    return None
+def _first_message(messages, where: str) -> str:
+    """marshmallow's nested messages ({1: {0: ["..."]}}) as one line: ``inputs[1][0]: ...``."""
+    while isinstance(messages, dict):
+        key, messages = next(iter(messages.items()))
+        where += f"[{key}]"
+    text = messages[0] if isinstance(messages, list) else messages
+    return f"{where}: {text}"
 
 
 @blp.route("/predict", methods=["POST"])
