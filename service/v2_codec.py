@@ -183,6 +183,8 @@ def _load_json_header(body: bytes, header_length: str | None) -> tuple[dict, int
         header = json.loads(body[:end], parse_constant=_reject_constant)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise V2ProtocolError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise V2ProtocolError("request body is nested too deeply") from None
     if not isinstance(header, dict):
         raise V2ProtocolError(f"request body must be a JSON object, got {type(header).__name__}")
     return header, end

@@ -78,6 +78,7 @@ def test_fp32_numbers_round_to_the_nearest_float32():
         (b"{not json", "not valid JSON"),
         (b"\xff\xfe", "not valid JSON"),
         (b"[1, 2]", "must be a JSON object, got list"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (b"{}", "inputs: Missing data for required field"),
         (json_request([]), "inputs: Shorter than minimum length 1"),
         (json_request([{"name": "x", "datatype": "FP32", "data": [1]}]), "inputs[0].shape: Missing data"),
