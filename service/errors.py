@@ -15,7 +15,7 @@ from http import HTTPStatus
 
 import marshmallow as ma
 from flask import Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.exceptions import abort as werkzeug_abort
 
 from minigrad import ModelFormatError
@@ -90,6 +90,9 @@ def handle_http_exception(error: HTTPException) -> Response:
         else:
             document = problem_document(status, error.name, error.description)
         headers.update(data.get("headers") or {})
+    if isinstance(error, RequestEntityTooLarge) and "detail" not in getattr(error, "problem", {}):
+        document["detail"] = (f"The request body is larger than this service accepts "
+                              f"(MINIGRAD_MAX_BODY_BYTES = {current_app.config['MAX_CONTENT_LENGTH']} bytes).")
     if isinstance(error, MethodNotAllowed) and error.valid_methods:
         headers["Allow"] = ", ".join(sorted(error.valid_methods))
     render = _custom_renderer()

@@ -81,6 +81,17 @@ def test_health_docs_and_a_large_batch(server):
     assert response.status_code == 200 and len(response.json()["outputs"]) == 2000
 
 
+def test_a_body_over_the_limit_is_refused_over_http(gunicorn, model_dir, tmp_path):
+    server = gunicorn(env={"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": tmp_path / "var",
+                           "MINIGRAD_MAX_BODY_BYTES": 100_000}, workers=1)
+    body = json.dumps({"model": "xor", "inputs": [[0.125, 0.5]] * 200_000})  # 3 MB
+    response = requests.post(server.url + "/predict", data=body, timeout=30,
+                             headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert predict(server, {"model": "xor", "inputs": [0, 1]}).status_code == 200
+
+
 def test_the_server_stops(gunicorn, model_dir, tmp_path):
     server = gunicorn(env={"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": tmp_path / "var"}, workers=1)
     workers = server.worker_pids()

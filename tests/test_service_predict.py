@@ -158,6 +158,7 @@ def test_a_body_over_the_limit_is_413(model_dir, tmp_path):
     response = client.post("/predict", json={"model": "xor", "inputs": [[0.123456789, 1]] * 100})
     assert response.status_code == 413
     assert response.mimetype == PROBLEM_MIMETYPE
+    assert "MINIGRAD_MAX_BODY_BYTES = 1000 bytes" in response.get_json()["detail"]
     assert client.post("/predict", json={"model": "xor", "inputs": [[0, 1]]}).status_code == 200
 
 
