@@ -38,12 +38,13 @@ def check_token() -> None:
                       headers=_CHALLENGE)
 
 
-def _documented(wrapper):
-    """Mark the operation as needing the token in the OpenAPI document. Done on ``wrapper`` itself, as
-    flask-smorest's ``doc`` would, but without the extra call layer that ``doc`` adds to every request."""
+def _documented(wrapper, optional: bool = False):
+    """Mark the operation as taking the token in the OpenAPI document (``{}`` first: optional). Done on
+    ``wrapper`` itself, as flask-smorest's ``doc`` would, without the call layer ``doc`` adds."""
     wrapper._apidoc = deepcopy(getattr(wrapper, "_apidoc", {}))
-    manual = wrapper._apidoc.setdefault("manual_doc", {})
-    manual["security"] = [{SECURITY_SCHEME_NAME: []}]
+    wrapper._apidoc.setdefault("manual_doc", {})["security"] = [{}] * optional + [{SECURITY_SCHEME_NAME: []}]
+    responses = wrapper._apidoc.setdefault("response", {}).setdefault("responses", {})
+    responses.setdefault(401, []).append("UNAUTHORIZED")
     return wrapper
 
 
@@ -67,4 +68,4 @@ def require_token_for_predictions(view):
             check_token()
         return view(*args, **kwargs)
 
-    return _documented(wrapper)
+    return _documented(wrapper, optional=True)

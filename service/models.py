@@ -6,7 +6,7 @@ import json
 
 from flask import Response, request, url_for
 
-from .api import Blueprint, read_json_body
+from .api import Blueprint, documents_problems, read_json_body
 from .auth import require_token
 from .registry import InvalidModelFile, LoadedModel, get_registry
 from .schemas import (
@@ -45,6 +45,7 @@ def list_models():
 
 @blp.route("/models/<name>")
 @blp.response(200, ModelDetailSchema)
+@documents_problems(400, 404)
 def show_model(name):
     """One model: its versions, and the latest version's sizes, layers and metadata."""
     registry = get_registry()
@@ -56,6 +57,7 @@ def show_model(name):
 @blp.route("/models/<name>/versions/<int:version>")
 @blp.doc(responses={200: {"description": "The model document",
                           "content": {"application/json": {"schema": model_document_schema()}}}})
+@documents_problems(400, 404)
 def show_version(name, version):
     """The full model document of one version."""
     loaded = get_registry().get(name, version)
@@ -68,6 +70,7 @@ def show_version(name, version):
 @require_token
 @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": model_document_schema()}}})
 @blp.response(201, ModelVersionCreatedSchema)
+@documents_problems(400, 413, 415, 422)
 def upload_model(name):
     """Store a model document as the next version of ``name`` (created if new)."""
     document = read_json_body(request)
@@ -79,6 +82,7 @@ def upload_model(name):
 @blp.route("/models/<name>", methods=["DELETE"])
 @require_token
 @blp.response(200, ModelDeletedSchema)
+@documents_problems(400, 404)
 def delete_model(name):
     """Remove a model with all its versions."""
     return {"name": name, "deleted_versions": get_registry().delete(name)}

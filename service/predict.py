@@ -10,7 +10,7 @@ from marshmallow import ValidationError
 
 from minigrad.format import finite_array
 
-from .api import Blueprint
+from .api import Blueprint, documents_problems
 from .auth import require_token_for_predictions
 from .errors import abort_problem
 from .registry import get_registry
@@ -67,7 +67,7 @@ def _first_message(messages, where: str) -> str:
 @require_token_for_predictions
 @blp.arguments(PredictRequestSchema)
 @blp.response(200, PredictResponseSchema)
-@blp.alt_response(404, description="Unknown model or version")
+@documents_problems(400, 404, 413, 415)
 def predict(body):
     """Run a model on a batch of rows, or on one flat row (answered as one flat row)."""
     loaded = get_registry().get(body["model"], body.get("version"))

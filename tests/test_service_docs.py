@@ -55,6 +55,14 @@ def test_writes_are_marked_as_needing_the_token(spec):
     for method in ("put", "delete"):
         assert spec["paths"]["/models/{name}"][method]["security"] == [{"bearerAuth": []}]
     assert "security" not in spec["paths"]["/models/{name}"]["get"]
+    assert spec["paths"]["/predict"]["post"]["security"] == [{}, {"bearerAuth": []}]  # optional by default
+
+
+def test_error_statuses_are_listed_per_operation(spec):
+    assert {"400", "401", "404", "413", "415", "422"} <= set(spec["paths"]["/predict"]["post"]["responses"])
+    assert {"400", "401", "413", "415", "422"} <= set(spec["paths"]["/models/{name}"]["put"]["responses"])
+    unauthorized = spec["components"]["responses"]["UNAUTHORIZED"]
+    assert unauthorized["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
 
 
 def test_docs_page_loads_everything_from_the_service_itself(client):
