@@ -2,8 +2,9 @@
 
 1. ``POST /predict`` (XOR, batch 4) p99 latency with wrk against gunicorn (2 sync workers) while a
    training job runs in a consumer on the same machine, vs the same with the consumer idle, in the same
-   run. Target: <= 2x. Shown for the consumer at its default niceness (10) and at niceness 0, to show
-   what lowering the trainer's CPU priority buys.
+   run, idle and training alternated. Target: <= 2x. Shown for the consumer at its default niceness
+   (10) and at niceness 0 (``BENCH_JOBS_NICENESS=19,10,0`` for others), to show what lowering the
+   trainer's CPU priority buys.
 2. Queue-to-start latency (job created -> job running, from the job's own timestamps) on the SQLite
    backend (the consumer polls) and on a real redis-server (the consumer blocks on the list), for jobs
    submitted over HTTP after random idle gaps. Target: < 1 s on SQLite.
@@ -31,6 +32,8 @@ from service.jobs.testing import RedisUnavailable, redis_server
 from service.testing import REPO_ROOT, GunicornServer
 
 QUEUE_SAMPLES = int(os.environ.get("BENCH_JOBS_SAMPLES", "20"))
+ROUNDS = 2
+NICENESS = os.environ.get("BENCH_JOBS_NICENESS", "10,0").split(",")
 XOR = {"inputs": [[0, 0], [0, 1], [1, 0], [1, 1]], "targets": [[0], [1], [1], [0]]}
 XOR_ARCHITECTURE = [{"type": "Linear", "in_features": 2, "out_features": 3}, {"type": "Tanh"},
                     {"type": "Linear", "in_features": 3, "out_features": 1}, {"type": "Sigmoid"}]
@@ -64,26 +67,36 @@ def _training_job() -> dict:
             "optimizer": {"type": "adam"}, "batch_size": 32, "epochs": 5000, "seed": 1}
 
 
+def _wait_status(server: GunicornServer, job_id: str, done) -> None:
+    while not done(_request("GET", f"{server.url}/jobs/{job_id}")["status"]):
+        time.sleep(0.05)
+
+
 def predict_latency_under_training(wrk: str, server: GunicornServer, env: dict, directory: Path) -> None:
     script = _post_script(directory, {"model": "xor", "inputs": XOR["inputs"]})
     url = server.url + "/predict"
     subprocess.run([wrk, "-t1", "-c2", "-d1s", "-s", script, url], check=True, capture_output=True)  # warm up
-    print("POST /predict (XOR, batch 4) with wrk -t2 -c8, gunicorn 2 sync workers; consumer on the same 2 cores")
-    for nice in ("10", "0"):
+    print(f"POST /predict (XOR, batch 4) with wrk -t2 -c8, gunicorn 2 sync workers; consumer on the same 2 cores; "
+          f"idle and training alternated, {ROUNDS} rounds, medians")
+    for nice in NICENESS:
+        idle, busy = [], []
         with consumer(env, "--nice", nice):
-            idle = run_wrk(wrk, url, script)
-            job = _request("POST", server.url + "/train", _training_job())
-            while _request("GET", f"{server.url}/jobs/{job['id']}")["status"] != "running":
-                time.sleep(0.05)
-            busy = run_wrk(wrk, url, script)
-            _request("DELETE", f"{server.url}/jobs/{job['id']}")
-            while _request("GET", f"{server.url}/jobs/{job['id']}")["status"] == "running":
-                time.sleep(0.05)
-        for name, result in (("consumer idle", idle), (f"training job running (nice {nice})", busy)):
-            print(f"  {name:34s} {result['rps']:7.0f} req/s   p50 {result['p50'] * 1e3:6.2f} ms   "
-                  f"p99 {result['p99'] * 1e3:6.2f} ms   non-2xx {result['non_2xx']}")
-        print(f"  p99 training / idle at nice {nice}: {busy['p99'] / idle['p99']:.2f}x (target <= 2x), "
-              f"throughput {busy['rps'] / idle['rps']:.2f}x")
+            for _ in range(ROUNDS):  # alternate, so drift in the machine's load hits both alike
+                idle.append(run_wrk(wrk, url, script))
+                job = _request("POST", server.url + "/train", _training_job())
+                _wait_status(server, job["id"], lambda status: status == "running")
+                busy.append(run_wrk(wrk, url, script))
+                _request("DELETE", f"{server.url}/jobs/{job['id']}")
+                _wait_status(server, job["id"], lambda status: status != "running")
+        medians = {}
+        for name, results in (("consumer idle", idle), (f"training job running (nice {nice})", busy)):
+            medians[name] = {key: statistics.median(r[key] for r in results) for key in ("rps", "p50", "p99")}
+            m = medians[name]
+            print(f"  {name:34s} {m['rps']:7.0f} req/s   p50 {m['p50'] * 1e3:6.2f} ms   p99 {m['p99'] * 1e3:6.2f} ms"
+                  f"   non-2xx {sum(r['non_2xx'] for r in results)}")
+        quiet, loaded = medians.values()
+        print(f"  p99 training / idle at nice {nice}: {loaded['p99'] / quiet['p99']:.2f}x (target <= 2x), "
+              f"throughput {loaded['rps'] / quiet['rps']:.2f}x")
 
 
 def queue_to_start(name: str, env: dict) -> list[float]:
