@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from datetime import UTC, datetime
 
 from flask import url_for
+from redis.exceptions import RedisError
 
 from .api import Blueprint
 from .auth import require_token
-from .errors import abort_problem
+from .errors import abort_problem, problem_document, problem_response
 from .jobs import get_job_backend, housekeeping_on_read
 from .jobs.requests import TrainingRequestError, prepare_training
 from .jobs.schemas import JobListSchema, JobSchema, PageArgsSchema, TrainRequestSchema, WaitArgsSchema
@@ -18,6 +21,7 @@ from .registry import get_registry
 from .schemas import model_document_schema
 
 blp = Blueprint("jobs", __name__, description="Training jobs: submit, follow, cancel, fetch the trained model")
+log = logging.getLogger(__name__)
 
 WAIT_POLL_SECONDS = 0.05
 
@@ -169,3 +173,15 @@ def cancel_job(job_id):
     record = _job_or_404(job_id)
     abort_problem(409, "Job already finished", f"Job {job_id} is {record['status']}; only a queued or running "
                   "job can be cancelled.", type="urn:minigrad:problem:job-finished", status_of_job=record["status"])
+
+
+def queue_unavailable(error: Exception):
+    """Redis down, or the SQLite file locked or unwritable: a 503 the client can retry, not a 500."""
+    log.error("job queue unavailable: %s", error)
+    detail = f"The job queue cannot be reached ({type(error).__name__}: {error}); retry shortly."
+    document = problem_document(503, "Job queue unavailable", detail, type="urn:minigrad:problem:queue-unavailable")
+    return problem_response(document, {"Retry-After": "5"})
+
+
+blp.register_error_handler(RedisError, queue_unavailable)
+blp.register_error_handler(sqlite3.OperationalError, queue_unavailable)

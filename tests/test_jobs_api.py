@@ -14,6 +14,7 @@ from service import create_app
 from service.jobs import get_job_backend
 from service.jobs.runner import Heartbeat, ProgressRecorder
 from service.jobs.store import RUNNING
+from service.testing import free_port
 
 TOKEN = "s3cret-token"
 
@@ -386,6 +387,13 @@ def test_too_many_active_jobs_is_a_429(tmp_path):
     assert response.headers["Retry-After"]
     client.delete(f"/jobs/{client.get('/jobs').get_json()['jobs'][0]['id']}")  # a cancelled job frees a slot
     assert client.post("/train", json=xor_request()).status_code == 202
+
+
+def test_an_unreachable_queue_is_a_503_to_retry(tmp_path):
+    client = make_app(tmp_path, MINIGRAD_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
+    for response in (client.post("/train", json=xor_request()), client.get("/jobs")):
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert "cannot be reached" in response.get_json()["detail"]
 
 
 def test_submitting_and_cancelling_need_the_token_when_one_is_set(tmp_path):
