@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -85,27 +84,22 @@ def large_batch(server: GunicornServer, rounds: int = 7) -> None:
     def binary_infer():
         post(server.port, "/v2/models/mnist/infer", binary_body, binary_headers)
 
-    json_time, binary_time = interleaved_medians(json_predict, binary_infer, rounds, per_round=2)
     with triton.InferenceServerClient(f"127.0.0.1:{server.port}", network_timeout=120) as client:
 
         def triton_infer():
             tensor = triton.InferInput("input", list(x.shape), "FP64").set_data_from_numpy(x, binary_data=True)
             return client.infer("mnist", [tensor]).as_numpy("output")
 
-        assert triton_infer().tobytes() == from_json.tobytes()
-        triton_time = statistics.median(_timed(triton_infer) for _ in range(rounds))
+        assert triton_infer().tobytes() == from_json.tobytes(), "tritonclient and JSON /predict disagree"
+        json_time, binary_time, triton_time = interleaved_medians(
+            [json_predict, binary_infer, triton_infer], rounds, per_round=2
+        )
 
     print(f"large batch: 1,000 x 784 float64 to a 784-128-10 model, median of {rounds} interleaved rounds")
     print(f"  POST /predict, JSON body {len(json_body) / 1e6:.1f} MB                {json_time * 1e3:8.1f} ms")
     print(f"  POST /v2/.../infer, binary body {len(binary_body) / 1e6:.1f} MB          {binary_time * 1e3:8.1f} ms")
     print(f"  tritonclient.http infer (binary, incl. client encode)  {triton_time * 1e3:8.1f} ms")
     print(f"  binary v2 is {json_time / binary_time:.1f}x faster than JSON /predict (target >= 3x)")
-
-
-def _timed(function) -> float:
-    started = time.perf_counter()
-    function()
-    return time.perf_counter() - started
 
 
 def _lua_string(data: bytes) -> str:
