@@ -9,7 +9,7 @@ import os
 
 from flask import Flask
 
-from . import docs, health, inference_v2, models, predict, train_api
+from . import dashboard, docs, health, inference_v2, models, predict, train_api
 from .api import Api
 from .config import load_config
 from .docs import ASSETS_URL
@@ -39,6 +39,7 @@ def create_app(config=None) -> Flask:
 
     api = Api(app)
     app.register_blueprint(docs.blp)
+    app.register_blueprint(dashboard.blp)
     for resource in (health, predict, models, train_api, inference_v2):
         api.register_blueprint(resource.blp)
     return app

@@ -1,0 +1,201 @@
+"""The web dashboard: registered models, training jobs and their loss curves, server-rendered.
+
+``GET /`` lists everything; ``GET /ui/models/<name>`` draws one model and offers a prediction form;
+``GET /ui/jobs/<id>`` shows one job, and ``/ui/jobs/<id>/card`` is the fragment a running job's card
+reloads itself from. Pages are Jinja templates (autoescaped: names, metadata and errors come from
+users) with plain CSS and one small script, all shipped in the package: no CDN, works offline.
+
+Reading needs no token. Write actions (delete a model, cancel a job) call the JSON API with the
+bearer token the page keeps in ``sessionStorage``; with ``MINIGRAD_API_TOKEN`` set they stay hidden
+until a token that ``/ui/token`` accepts has been entered. The pages never see the token themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from flask import Blueprint, current_app, render_template, request
+from redis.exceptions import RedisError
+
+from .auth import check_token
+from .dashboard_charts import architecture_diagram, architecture_summary, loss_chart
+from .errors import abort_problem
+from .jobs import get_job_backend, housekeeping_on_read
+from .jobs.store import ACTIVE
+from .registry import InvalidModelFile, ModelRegistry, get_registry
+from .train_api import job_view
+
+blp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
+                static_url_path="/ui/static")
+
+JOBS_SHOWN = 20
+
+# Scripts and styles only from this origin: even a value that slipped past escaping could not run.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+@blp.after_request
+def _security_headers(response):
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blp.context_processor
+def _access():
+    """What the page must ask for: the token before write actions, and before predictions when protected."""
+    token_required = current_app.config["MINIGRAD_API_TOKEN"] is not None
+    return {"token_required": token_required,
+            "predict_needs_token": token_required and current_app.config["MINIGRAD_PROTECT_PREDICT"]}
+
+
+# ---------------------------------------------------------------------------------------- formatting
+
+
+def byte_size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if count < 1024 or unit == "MiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def shown_value(value) -> str:
+    """A metadata value as text: strings as they are, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------------------- models
+
+
+def model_overview(registry: ModelRegistry, name: str, version: int | None = None) -> dict:
+    """What the pages show of one version of a model (the latest by default)."""
+    versions = registry.versions(name)
+    overview = {"name": name, "versions": versions}
+    try:
+        loaded = registry.get(name, version)
+    except InvalidModelFile as error:  # a broken file placed by hand must not hide the other models
+        return {**overview, "version": version or versions[-1], "error": str(error)}
+    layers = loaded.document["layers"]
+    parameters = loaded.model.get_parameters()
+    return {
+        **overview,
+        "version": loaded.version,
+        "error": None,
+        "inputs": loaded.n_inputs,
+        "outputs": loaded.n_outputs,
+        "layers": layers,
+        "summary": architecture_summary(layers, loaded.n_inputs),
+        "parameters": sum(p.data.size for p in parameters),
+        "size": byte_size(sum(p.data.nbytes for p in parameters)),
+        "dtype": loaded.dtype.name,
+        "metadata": [(str(key), shown_value(value)) for key, value in loaded.document.get("metadata", {}).items()],
+    }
+
+
+# ---------------------------------------------------------------------------------------- jobs
+
+
+def _what_it_trains(request_fields: dict) -> str:
+    if "model" in request_fields:
+        version = request_fields.get("version")
+        return f"fine-tunes {request_fields['model']}" + (f" v{version}" if version else "")
+    if "architecture" in request_fields:
+        layers = request_fields["architecture"]
+        inputs = next((layer["in_features"] for layer in layers if "in_features" in layer), "?")
+        return architecture_summary(layers, inputs)
+    return ""
+
+
+def job_card(record: dict, history: list[dict]) -> dict:
+    """One job as its card shows it: the API's view of it plus the loss chart and display strings."""
+    view = job_view(record, history)
+    progress = view["progress"]
+    result = view["result"] or {}
+    final_loss = result.get("final_loss", history[-1]["loss"] if history else None)
+    return {
+        **view,
+        "active": view["status"] in ACTIVE,
+        "percent": round(100 * progress["epoch"] / progress["epochs"]) if progress["epochs"] else 0,
+        "duration": duration(view["timings"]["running_seconds"]),
+        "final_loss": None if final_loss is None else f"{final_loss:.4g}",
+        "trains": _what_it_trains(view["request"]),
+        "save_as": view["request"].get("save_as"),
+        "chart": loss_chart(history, progress["epochs"]),
+    }
+
+
+def _job_cards() -> tuple[list[dict], int, str | None]:
+    """The newest jobs, their total, and why they could not be read (the queue down must not hide the models)."""
+    try:
+        housekeeping_on_read()
+        store = get_job_backend().store
+        records, total = store.page(0, JOBS_SHOWN)
+        return [job_card(record, store.history(record["id"])) for record in records], total, None
+    except (RedisError, sqlite3.OperationalError) as error:
+        return [], 0, f"The job queue cannot be reached ({type(error).__name__}: {error})."
+
+
+def _job_card_or_404(job_id: str) -> dict:
+    store = get_job_backend().store
+    record = store.get(job_id)
+    if record is None:
+        abort_problem(404, "Job not found", f"No job with id {job_id!r}.", type="urn:minigrad:problem:job-not-found")
+    return job_card(record, store.history(job_id))
+
+
+# ---------------------------------------------------------------------------------------- pages
+
+
+@blp.route("/")
+def index():
+    registry = get_registry()
+    models = [model_overview(registry, name) for name in registry.names()]
+    jobs, jobs_total, jobs_error = _job_cards()
+    return render_template("index.html", models=models, jobs=jobs, jobs_total=jobs_total, jobs_error=jobs_error)
+
+
+@blp.route("/ui/models/<name>")
+def model_page(name):
+    version = request.args.get("version")
+    if version is not None and not (version.isdigit() and int(version) >= 1):
+        abort_problem(400, "Invalid version", f"version: expected a positive integer, got {version!r}",
+                      type="urn:minigrad:problem:invalid-version", errors={"query": {"version": ["not a version"]}})
+    model = model_overview(get_registry(), name, None if version is None else int(version))
+    if not model["error"]:
+        model["diagram"] = architecture_diagram(model["layers"], model["inputs"], model["outputs"])
+        model["example_inputs"] = json.dumps([[0] * model["inputs"]])
+    return render_template("model.html", model=model)
+
+
+@blp.route("/ui/jobs/<job_id>")
+def job_page(job_id):
+    return render_template("job.html", job=_job_card_or_404(job_id))
+
+
+@blp.route("/ui/jobs/<job_id>/card")
+def job_card_fragment(job_id):
+    """The card alone: what a running job's card on the page replaces itself with."""
+    return render_template("job_card.html", job=_job_card_or_404(job_id))
+
+
+@blp.route("/ui/token")
+def token_check():
+    """204 when the request's bearer token is accepted (or none is configured): the page asks before it
+    shows write actions."""
+    check_token()
+    return "", 204

@@ -1,0 +1,123 @@
+"""The geometry of the dashboard's inline SVG: a job's loss curves and a model's architecture diagram.
+
+Pure functions from data to coordinates; the templates only place what these return, so the numbers
+are tested here without a browser. Every path has exactly one point per epoch record.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# The loss chart's drawing area inside its viewBox, in SVG user units.
+CHART_WIDTH, CHART_HEIGHT = 560, 180
+CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM = 56, 12, 10, 24
+
+# The architecture diagram: one box per layer, left to right.
+BOX_WIDTH, BOX_HEIGHT, BOX_GAP, DIAGRAM_MARGIN = 118, 64, 34, 8
+
+SERIES = (("loss", "training"), ("val_loss", "validation"))
+
+
+@dataclass(frozen=True)
+class Series:
+    key: str  # the history field: "loss" or "val_loss"
+    label: str
+    path: str  # SVG path data: "M x,y L x,y ..." with one point per epoch
+    points: int
+    last: float
+
+
+@dataclass(frozen=True)
+class LossChart:
+    width: int
+    height: int
+    series: list[Series]
+    y_ticks: list[tuple[float, str]]  # (y coordinate, label)
+    x_ticks: list[tuple[float, str]]
+    frame: tuple[float, float, float, float]  # left, top, right, bottom of the drawing area
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def loss_chart(history: list[dict], epochs: int) -> LossChart | None:
+    """Training and validation loss against the epoch, scaled to the chart; None before the first epoch.
+
+    The x axis spans all ``epochs`` the job will run, so a running job's curve grows to the right.
+    """
+    if not history:
+        return None
+    left, top = CHART_LEFT, CHART_TOP
+    right, bottom = CHART_WIDTH - CHART_RIGHT, CHART_HEIGHT - CHART_BOTTOM
+    columns = {key: [(r["epoch"], _number(r.get(key))) for r in history] for key, _ in SERIES}
+    values = [v for points in columns.values() for _, v in points if v is not None]
+    low, high = min(values), max(values)
+    if high == low:  # a flat curve sits in the middle rather than dividing by zero
+        low, high = low - 0.5, high + 0.5
+    last_epoch = max(epochs, history[-1]["epoch"], 2)
+
+    def x(epoch):
+        return left + (epoch - 1) / (last_epoch - 1) * (right - left)
+
+    def y(value):
+        return bottom - (value - low) / (high - low) * (bottom - top)
+
+    series = []
+    for key, label in SERIES:
+        points = [(epoch, value) for epoch, value in columns[key] if value is not None]
+        if not points:
+            continue
+        path = " ".join(f"{'L' if i else 'M'}{x(e):.2f},{y(v):.2f}" for i, (e, v) in enumerate(points))
+        series.append(Series(key, label, path, len(points), points[-1][1]))
+    y_ticks = [(y(v), f"{v:.3g}") for v in (high, (high + low) / 2, low)]
+    x_ticks = [(x(1), "1"), (x(last_epoch), str(last_epoch))]
+    return LossChart(CHART_WIDTH, CHART_HEIGHT, series, y_ticks, x_ticks, (left, top, right, bottom))
+
+
+@dataclass(frozen=True)
+class DiagramBox:
+    x: float
+    y: float
+    kind: str  # "io" for the input and output ends, "linear" or "activation" for layers
+    title: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Diagram:
+    width: float
+    height: float
+    boxes: list[DiagramBox]
+    arrows: list[tuple[float, float, float]]  # x from, x to, y
+    box_width: float = BOX_WIDTH
+    box_height: float = BOX_HEIGHT
+
+
+def architecture_diagram(layers: list[dict], inputs: int, outputs: int) -> Diagram:
+    """Input, each layer of a model document, output: boxes joined by arrows."""
+    entries = [("io", "input", f"{inputs} features")]
+    for layer in layers:
+        if "in_features" in layer and "out_features" in layer:
+            parameters = layer["in_features"] * layer["out_features"] + layer["out_features"]
+            detail = f"{layer['in_features']} → {layer['out_features']} · {parameters} params"
+            entries.append(("linear", layer["type"], detail))
+        else:
+            entries.append(("activation", layer["type"], "elementwise"))
+    entries.append(("io", "output", f"{outputs} values"))
+    y = DIAGRAM_MARGIN
+    boxes = [DiagramBox(DIAGRAM_MARGIN + i * (BOX_WIDTH + BOX_GAP), y, kind, title, detail)
+             for i, (kind, title, detail) in enumerate(entries)]
+    arrows = [(box.x + BOX_WIDTH, following.x - 4, y + BOX_HEIGHT / 2) for box, following in zip(boxes, boxes[1:])]
+    width = boxes[-1].x + BOX_WIDTH + DIAGRAM_MARGIN
+    return Diagram(width, BOX_HEIGHT + 2 * DIAGRAM_MARGIN, boxes, arrows)
+
+
+def architecture_summary(layers: list[dict], inputs: int) -> str:
+    """``2 → Linear 3 → Tanh → Linear 1 → Sigmoid``: the input width, then each layer (a Linear with its
+    output width)."""
+    parts = [str(inputs)]
+    for layer in layers:
+        parts.append(f"{layer['type']} {layer['out_features']}" if "out_features" in layer else layer["type"])
+    return " → ".join(parts)
