@@ -66,6 +66,7 @@ def run_wrk(wrk: str, url: str, script: str | None = None) -> dict:
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = re.search(r"Socket errors: (.*)", output)
     return {
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "p50": _seconds(re.search(r"\s50%\s+(\S+)", output).group(1)),
         "p99": _seconds(re.search(r"\s99%\s+(\S+)", output).group(1)),
@@ -109,22 +110,26 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
         subprocess.run([wrk, "-t1", "-c2", "-d1s", *(["-s", lua] if lua else []), url], check=True, capture_output=True)
     for _ in range(ROUNDS):  # alternate, so drift in the machine's load hits both alike
         for name, (url, lua) in targets.items():
-            runs[name].append(run_wrk(wrk, url, lua))
+            cpu_before = server.worker_cpu_seconds()
+            result = run_wrk(wrk, url, lua)
+            result["cpu"] = (server.worker_cpu_seconds() - cpu_before) / result["requests"]
+            runs[name].append(result)
     print(f"load generator: wrk, 2 threads, {CONNECTIONS} connections, {DURATION_S}s x {ROUNDS} rounds each, "
-          f"gunicorn {server.workers} sync workers on loopback")
+          f"gunicorn {server.workers} workers (gunicorn.conf.py) on loopback")
     best = {}
     for name, results in runs.items():
-        best[name] = {"rps": statistics.median(r["rps"] for r in results),
-                      "p50": statistics.median(r["p50"] for r in results),
-                      "p99": statistics.median(r["p99"] for r in results)}
+        best[name] = {key: statistics.median(r[key] for r in results) for key in ("rps", "p50", "p99", "cpu")}
         failures = sum(r["non_2xx"] for r in results)
         sockets = "; ".join(r["socket_errors"] for r in results if r["socket_errors"])
         print(f"  {name:30s} {best[name]['rps']:8.0f} req/s   p50 {best[name]['p50'] * 1e3:6.2f} ms   "
-              f"p99 {best[name]['p99'] * 1e3:6.2f} ms   non-2xx {failures}"
-              + (f"   socket errors: {sockets}" if sockets else ""))
+              f"p99 {best[name]['p99'] * 1e3:6.2f} ms   worker CPU {best[name]['cpu'] * 1e6:4.0f} us/request   "
+              f"non-2xx {failures}" + (f"   socket errors: {sockets}" if sockets else ""))
     trivial, predict = best["GET /healthz (trivial)"], best["POST /predict (XOR, batch 4)"]
     print(f"  predict / trivial: throughput {predict['rps'] / trivial['rps']:.2f}x (target >= 0.85x), "
           f"p99 {predict['p99'] / trivial['p99']:.2f}x (target <= 2x), p50 {predict['p50'] / trivial['p50']:.2f}x")
+    # requests/s moves with whatever else the machine runs; CPU per request much less so.
+    print(f"  worker CPU per request, trivial / predict: {trivial['cpu'] / predict['cpu']:.2f}x "
+          "(the throughput ratio of a CPU-bound server)")
 
 
 def large_batch(server: GunicornServer, model: Sequential, repeats: int = 5) -> None:

@@ -89,6 +89,19 @@ class GunicornServer:
         except OSError:
             return []
 
+    def worker_cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the current workers (Linux): a load test's cost per
+        request that, unlike requests/s, does not depend on what else the machine is running."""
+        total = 0
+        for pid in self.worker_pids():
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:  # the worker exited in between
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (after the name: fields 14, 15)
+        return total / os.sysconf("SC_CLK_TCK")
+
     def log_text(self) -> str:
         if self._log is None:
             return ""
