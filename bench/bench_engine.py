@@ -18,6 +18,7 @@ up to fourfold, which would flatter minigrad.
 from __future__ import annotations
 
 import itertools
+import os
 import statistics
 import time
 import warnings
@@ -274,6 +275,7 @@ def run(rounds=25, seeds=range(12)):
         f"numpy {np.__version__}, torch {torch.__version__}; float32; "
         f"{threads} thread(s) for numpy's BLAS and torch.set_num_threads({threads})"
     )
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work slows both sides, not equally)")
     print("training step = forward + MSE(sum) + backward + SGD step + zero grad; median of interleaved blocks")
     print("floor = numpy's matrix products of one step alone (what minigrad cannot go below), same timing")
     print(f"{'case':36} {'minigrad':>10} {'torch':>10} {'ratio':>6} {'target':>6} {'':6} {'floor':>6} same losses")
@@ -310,6 +312,7 @@ def run(rounds=25, seeds=range(12)):
         print(f"{label:14} {t * 1e3:10.1f}ms {statistics.mean(accs):19.4f} {min(accs):6.4f} {max(accs):6.4f}")
     print(
         f"accuracy difference (minigrad - sklearn, paired by seed) {mean_difference:+.4f} +- {standard_error:.4f} "
-        f"(one standard error): {'equal or better' if accuracy_ok else 'WORSE'}"
+        f"(one standard error): {'not worse (within two standard errors)' if accuracy_ok else 'WORSE'}"
     )
     print(f"time ratio {ratio:.2f}x (target <= {FIT_TARGET}x at equal or better accuracy): {verdict}")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
