@@ -107,7 +107,8 @@ class LoadedModel:
 
 
 def _file_identity(stat: os.stat_result) -> tuple:
-    # A replaced file has a new inode; ctime catches a rewrite in place within one mtime tick.
+    # A replaced file (our writers never write in place) has a new inode; size and the timestamps catch
+    # most edits in place. Only an in-place rewrite of equal size within one timestamp tick would pass.
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
@@ -119,6 +120,8 @@ def _load_document(path: str) -> tuple[dict, Sequential]:
         model = Sequential.from_dict(document)
     except (ValueError, TypeError) as error:  # ModelFormatError and JSONDecodeError are ValueErrors
         raise InvalidModelFile(path, error) from None
+    except RecursionError:
+        raise InvalidModelFile(path, "nested too deeply") from None
     return document, model
 
 
@@ -172,7 +175,10 @@ class ModelRegistry:
         cached = self._cache.get(path)
         if cached is not None and cached[0] == identity:
             return cached[1]
-        return self._load(name, version, path, identity)
+        try:
+            return self._load(name, version, path, identity)
+        except FileNotFoundError:  # removed while we were reading it
+            raise VersionNotFound(name, version, self.versions(name)) from None
 
     def _load(self, name, version, path, identity) -> LoadedModel:
         document, model = _load_document(path)
@@ -182,6 +188,9 @@ class ModelRegistry:
             n_outputs=int(summary["outputs"]), dtype=np.dtype(summary["dtype"]), summary=summary,
         )
         with self._lock:
+            # Loading is rare, so it is when models removed by other processes leave this cache.
+            for gone in [p for p in self._cache if not os.path.exists(p)]:
+                del self._cache[gone]
             self._cache[path] = (identity, loaded)
         return loaded
 

@@ -146,6 +146,20 @@ def test_a_broken_file_placed_by_hand_names_itself(registry, model_dir):
         registry.get("broken")
 
 
+def test_a_deeply_nested_file_placed_by_hand_is_invalid_not_a_crash(registry, model_dir):
+    (model_dir / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InvalidModelFile, match="deep.json"):
+        registry.get("deep")
+
+
+def test_models_deleted_elsewhere_leave_the_cache(model_dir):
+    mine, other = ModelRegistry(model_dir), ModelRegistry(model_dir)
+    mine.get("xor")
+    other.delete("xor")
+    mine.get("iris")  # the next load drops what is gone
+    assert [path for path in mine._cache if "xor" in path] == []
+
+
 def test_concurrent_puts_get_distinct_versions(model_dir):
     # Separate registries stand in for separate gunicorn workers sharing one directory.
     registries = [ModelRegistry(model_dir) for _ in range(8)]
