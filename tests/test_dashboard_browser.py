@@ -1,0 +1,144 @@
+"""The dashboard in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright, against
+gunicorn and a Huey consumer running as their own processes, with a finished and a running job."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+from jobs_support import XOR_INPUTS, XOR_TARGETS, WorkerProcess, job_env, slow_request, wait_for, xor_request
+
+from service.testing import GunicornServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("the dashboard's browser test needs Debian's chromium at /usr/bin/chromium; enable it with "
+                "`sudo apt-get install -y chromium` (.ci/run installs it)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs the `playwright` package "
+                               "(in the test extra: pip install -e '.[test]'); it drives /usr/bin/chromium, so "
+                               "`playwright install` is not needed")
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models"
+TOKEN = "browser-test-token"
+FINISHED_EPOCHS = 300
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the confirm() before a cancel or delete
+    yield page
+    context.close()
+
+
+def model_env(tmp_path: Path, **extra) -> dict:
+    (tmp_path / "models").mkdir()
+    for name in ("xor.json", "iris.json"):
+        shutil.copy(SHIPPED_MODELS / name, tmp_path / "models" / name)
+    return job_env(tmp_path, MINIGRAD_POLL_INTERVAL=0.05, **extra)
+
+
+def path_points(d: str) -> int:
+    """How many points an SVG path's data holds (one M or L command each)."""
+    return len(re.findall(r"[ML]-?\d", d))
+
+
+def api_job(server, job_id) -> dict:
+    response = requests.get(f"{server.url}/jobs/{job_id}", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_dashboard_with_a_finished_and_a_running_job(tmp_path, page):
+    env = model_env(tmp_path)
+    server = GunicornServer(env=env, workers=2).start()
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        finished = requests.post(f"{server.url}/train?wait=20", timeout=30, json=xor_request(
+            epochs=FINISHED_EPOCHS, save_as="xor-dashboard",
+            validation={"inputs": XOR_INPUTS, "targets": XOR_TARGETS})).json()
+        assert finished["status"] == "succeeded", finished
+        running = requests.post(f"{server.url}/train", json=slow_request(), timeout=10).json()
+        wait_for(lambda: api_job(server, running["id"])["progress"]["epoch"] >= 1, 30, what="the slow job to start")
+
+        page.goto(server.url + "/")
+        done = page.locator(f"#job-{finished['id']}")
+        assert done.get_attribute("data-status") == "succeeded"
+        for series in ("loss", "val_loss"):
+            d = done.locator(f"svg.loss-chart path[data-series={series}]").get_attribute("d")
+            assert path_points(d) == FINISHED_EPOCHS, series  # one point per epoch
+        assert done.locator(".epochs").inner_text() == f"epoch {FINISHED_EPOCHS} / {FINISHED_EPOCHS}"
+        assert done.locator(".final-loss").inner_text() == f"loss {finished['result']['final_loss']:.4g}"
+
+        # The running job's card refreshes itself: its epoch and its curve grow without a reload.
+        live = page.locator(f"#job-{running['id']}")
+        assert live.get_attribute("data-status") == "running"
+        first_epoch = int(live.get_attribute("data-epoch"))
+        page.wait_for_function(
+            "([selector, epoch]) => Number(document.querySelector(selector).dataset.epoch) > epoch",
+            arg=[f"#job-{running['id']}", first_epoch], timeout=15_000)
+        assert path_points(live.locator("path[data-series=loss]").get_attribute("d")) >= 1
+        assert 0 < int(live.locator("progress").get_attribute("value")) < 10_000
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+        # The trained model's page: its diagram, and a prediction through the form.
+        page.locator("tr[data-model=xor-dashboard] a.model-link").click()
+        page.wait_for_url("**/ui/models/xor-dashboard")
+        assert page.locator("svg.architecture-diagram g.layer").count() == 6  # input, 4 layers, output
+        page.fill("#predict-inputs", "[[0, 1], [1, 1]]")
+        page.click("#predict-form button[type=submit]")
+        page.wait_for_function("document.getElementById('predict-result').textContent.length > 0")
+        shown = page.locator("#predict-result").inner_text()
+        expected = requests.post(f"{server.url}/predict", timeout=10,
+                                 json={"model": "xor-dashboard", "inputs": [[0, 1], [1, 1]]}).json()["outputs"]
+        assert shown == str(expected).replace(" ", "")  # JSON.stringify of the same floats
+        page.screenshot(path=str(tmp_path / "model.png"), full_page=True)
+
+        # Back on the dashboard, the running job is cancelled with its button.
+        page.goto(server.url + "/")
+        page.locator(f"#job-{running['id']} button[data-method=DELETE]").click()
+        wait_for(lambda: api_job(server, running["id"])["status"] == "cancelled", 30, what="the cancel")
+    finally:
+        worker.stop()
+        server.stop()
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+
+
+def test_token_unlocks_write_actions_and_protected_predictions(tmp_path, page):
+    env = model_env(tmp_path, MINIGRAD_API_TOKEN=TOKEN, MINIGRAD_PROTECT_PREDICT=1)
+    with GunicornServer(env=env, workers=1) as server:
+        page.goto(server.url + "/ui/models/xor")
+        delete = page.locator("button[data-method=DELETE]")
+        predict = page.locator("#predict-form button[type=submit]")
+        assert not delete.is_visible() and not predict.is_visible()
+        assert page.locator("#predict-form .token-prompt").is_visible()
+
+        page.fill("#token-form input[name=token]", "wrong")
+        page.click("#token-form button[type=submit]")
+        page.wait_for_function("document.querySelector('.token-message').textContent === 'token not accepted'")
+        assert not delete.is_visible() and not predict.is_visible()
+
+        page.fill("#token-form input[name=token]", TOKEN)
+        page.click("#token-form button[type=submit]")
+        delete.wait_for(state="visible")
+        page.click("#predict-form button[type=submit]")
+        page.wait_for_function("document.getElementById('predict-result').className === 'ok'")
+
+        page.reload()  # the token is kept for the session
+        delete.wait_for(state="visible")
+        page.click("#token-forget")
+        assert not delete.is_visible()
