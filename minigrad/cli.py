@@ -263,6 +263,8 @@ def main():
     minigrad train net.json data.csv -o model.json     train a model (architecture or model + data)
     minigrad predict model.json inputs.csv             run a model on rows of inputs
     minigrad validate model.json                       check a model document
+    minigrad export model.json model.onnx              write a model as ONNX (needs minigrad[onnx])
+    minigrad import model.onnx model.json              read a PyTorch / scikit-learn / minigrad ONNX MLP
     minigrad serve                                     the HTTP service (gunicorn)
     minigrad worker                                    the training-job consumer (Huey)
     """
@@ -411,6 +413,61 @@ def validate(models):
         click.echo(f"{path}: valid, {summary['dtype']}, {summary['inputs']} inputs -> {summary['outputs']} {outputs}: "
                    + ", ".join(summary["layers"]))
     sys.exit(1 if failed else 0)
+
+
+def _onnx_interop():
+    """minigrad.onnx, or a ClickException saying how to install the onnx package it needs."""
+    try:
+        from . import onnx as onnx_interop
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    return onnx_interop
+
+
+@main.command("export", context_settings=CONTEXT_SETTINGS)
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+def export_onnx(model, output):
+    """Write the model document MODEL as the ONNX file OUTPUT.
+
+    The graph is Gemm per Linear plus its activations, with a dynamic batch dimension, in the model's dtype;
+    the metadata becomes ONNX metadata properties. Needs the onnx package (pip install minigrad[onnx]).
+    """
+    onnx_interop = _onnx_interop()
+    loaded = _load_model(model)
+    try:
+        onnx_interop.export(loaded, output)  # atomic: a reader never sees half a file
+    except OSError as exc:
+        raise click.ClickException(f"{output}: cannot write it: {exc.strerror}") from None
+    summary = model_format.document_summary(loaded)
+    click.echo(f"wrote {output}: {summary['dtype']}, {summary['inputs']} inputs -> {summary['outputs']}, "
+               + ", ".join(summary["layers"]), err=True)
+
+
+@main.command("import", context_settings=CONTEXT_SETTINGS)
+@click.argument("onnx_file", metavar="MODEL_ONNX", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+def import_onnx(onnx_file, output):
+    """Read the ONNX file MODEL_ONNX and write it as the model document OUTPUT.
+
+    Reads dense MLPs: what minigrad export writes, and what torch.onnx.export and skl2onnx produce for
+    nn.Sequential of Linear and activations and for MLPClassifier / MLPRegressor (a classifier's probabilities
+    become the outputs). Any other graph is refused naming the node. Needs the onnx package.
+    """
+    onnx_interop = _onnx_interop()
+    try:
+        loaded = onnx_interop.load(onnx_file)
+    except OSError as exc:
+        raise click.ClickException(f"{onnx_file}: cannot read it: {exc.strerror}") from None
+    except model_format.ModelFormatError as exc:
+        raise click.ClickException(f"{onnx_file}: cannot import it: {exc}") from None
+    try:
+        model_format.save(loaded, output)  # atomic: a reader never sees half a file
+    except OSError as exc:
+        raise click.ClickException(f"{output}: cannot write it: {exc.strerror}") from None
+    summary = model_format.document_summary(loaded)
+    click.echo(f"wrote {output}: {summary['dtype']}, {summary['inputs']} inputs -> {summary['outputs']}, "
+               + ", ".join(summary["layers"]), err=True)
 
 
 def _exec(argv: list[str]):
