@@ -424,6 +424,18 @@ def _onnx_interop():
     return onnx_interop
 
 
+def _write_model(write, model, output: str):
+    """``write(model, output)`` (both writers are atomic: a reader never sees half a file), then say what was
+    written on standard error."""
+    try:
+        write(model, output)
+    except OSError as exc:
+        raise click.ClickException(f"{output}: cannot write it: {exc.strerror}") from None
+    summary = model_format.document_summary(model)
+    click.echo(f"wrote {output}: {summary['dtype']}, {summary['inputs']} inputs -> {summary['outputs']}, "
+               + ", ".join(summary["layers"]), err=True)
+
+
 @main.command("export", context_settings=CONTEXT_SETTINGS)
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False, writable=True))
@@ -434,14 +446,7 @@ def export_onnx(model, output):
     the metadata becomes ONNX metadata properties. Needs the onnx package (pip install minigrad[onnx]).
     """
     onnx_interop = _onnx_interop()
-    loaded = _load_model(model)
-    try:
-        onnx_interop.export(loaded, output)  # atomic: a reader never sees half a file
-    except OSError as exc:
-        raise click.ClickException(f"{output}: cannot write it: {exc.strerror}") from None
-    summary = model_format.document_summary(loaded)
-    click.echo(f"wrote {output}: {summary['dtype']}, {summary['inputs']} inputs -> {summary['outputs']}, "
-               + ", ".join(summary["layers"]), err=True)
+    _write_model(onnx_interop.export, _load_model(model), output)
 
 
 @main.command("import", context_settings=CONTEXT_SETTINGS)
@@ -461,13 +466,7 @@ def import_onnx(onnx_file, output):
         raise click.ClickException(f"{onnx_file}: cannot read it: {exc.strerror}") from None
     except model_format.ModelFormatError as exc:
         raise click.ClickException(f"{onnx_file}: cannot import it: {exc}") from None
-    try:
-        model_format.save(loaded, output)  # atomic: a reader never sees half a file
-    except OSError as exc:
-        raise click.ClickException(f"{output}: cannot write it: {exc.strerror}") from None
-    summary = model_format.document_summary(loaded)
-    click.echo(f"wrote {output}: {summary['dtype']}, {summary['inputs']} inputs -> {summary['outputs']}, "
-               + ", ".join(summary["layers"]), err=True)
+    _write_model(model_format.save, loaded, output)
 
 
 def _exec(argv: list[str]):

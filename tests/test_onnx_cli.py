@@ -105,3 +105,11 @@ def test_the_installed_command_lists_both(tmp_path):
     result = subprocess.run([str(EXECUTABLE), "--help"], capture_output=True, text=True, timeout=60)
     assert "minigrad export model.json model.onnx" in result.stdout
     assert "minigrad import model.onnx model.json" in result.stdout
+
+
+@pytest.mark.parametrize(("command", "source"), [("export", REPO / "models" / "xor.json"),
+                                                 ("import", FIXTURES / "torch_mlp_float64.onnx")])
+def test_an_unwritable_output_is_refused_with_a_message(command, source, tmp_path):
+    result = run(command, source, tmp_path / "no-such-directory" / "out")
+    assert result.exit_code == 1
+    assert "no-such-directory/out: cannot write it: No such file or directory" in result.output
