@@ -45,11 +45,13 @@ def _security_headers(response):
 
 
 @blp.context_processor
-def _access():
-    """What the page must ask for: the token before write actions, and before predictions when protected."""
+def _template_context():
+    """What the page must ask for (the token before write actions, and before predictions when protected),
+    and the helpers the templates call."""
     token_required = current_app.config["MINIGRAD_API_TOKEN"] is not None
     return {"token_required": token_required,
-            "predict_needs_token": token_required and current_app.config["MINIGRAD_PROTECT_PREDICT"]}
+            "predict_needs_token": token_required and current_app.config["MINIGRAD_PROTECT_PREDICT"],
+            "shortened": shortened}
 
 
 # ---------------------------------------------------------------------------------------- formatting
@@ -74,9 +76,16 @@ def duration(seconds: float | None) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
+METADATA_SHORT = 120  # characters of a metadata value in the models table (the model page shows all)
+
+
 def shown_value(value) -> str:
     """A metadata value as text: strings as they are, anything else as compact JSON."""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def shortened(text: str, limit: int = METADATA_SHORT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ---------------------------------------------------------------------------------------- models

@@ -95,9 +95,13 @@ class Diagram:
     box_height: float = BOX_HEIGHT
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def architecture_diagram(layers: list[dict], inputs: int, outputs: int) -> Diagram:
     """Input, each layer of a model document, output: boxes joined by arrows."""
-    entries = [("io", "input", f"{inputs} features")]
+    entries = [("io", "input", _count(inputs, "feature"))]
     for layer in layers:
         if "in_features" in layer and "out_features" in layer:
             parameters = layer["in_features"] * layer["out_features"] + layer["out_features"]
@@ -105,7 +109,7 @@ def architecture_diagram(layers: list[dict], inputs: int, outputs: int) -> Diagr
             entries.append(("linear", layer["type"], detail))
         else:
             entries.append(("activation", layer["type"], "elementwise"))
-    entries.append(("io", "output", f"{outputs} values"))
+    entries.append(("io", "output", _count(outputs, "value")))
     y = DIAGRAM_MARGIN
     boxes = [DiagramBox(DIAGRAM_MARGIN + i * (BOX_WIDTH + BOX_GAP), y, kind, title, detail)
              for i, (kind, title, detail) in enumerate(entries)]
