@@ -49,8 +49,8 @@ def parse_json_body(data: bytes):
 
 
 def read_json_body(request: Request):
-    """The request's JSON body. A missing Content-Type is taken as JSON (curl and several clients send
-    none); any other non-JSON type is a 415. Bodies over ``MAX_CONTENT_LENGTH`` are a 413."""
+    """The request's JSON body. A missing Content-Type is taken as JSON (some clients, Triton's among
+    them, send none); any other non-JSON type is a 415. Bodies over ``MAX_CONTENT_LENGTH`` are a 413."""
     mimetype = request.mimetype
     if mimetype and not core.is_json(mimetype):
         abort_problem(415, detail=f"Expected a JSON body (Content-Type: application/json), got {mimetype!r}.",
