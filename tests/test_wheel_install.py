@@ -241,17 +241,22 @@ def test_a_prediction_from_a_shipped_model(deployment):
     assert answer.json()["outputs"] == expected.data.tolist()
 
 
-def test_the_openapi_document_and_the_offline_docs_page(deployment):
-    url = deployment.url
-    spec = requests.get(url + "/openapi.json", timeout=10)
+def test_the_openapi_document(deployment):
+    spec = requests.get(deployment.url + "/openapi.json", timeout=10)
     assert spec.status_code == 200 and "/predict" in spec.json()["paths"] and "/train" in spec.json()["paths"]
-    page = requests.get(url + "/docs", timeout=10)
-    assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
-    assets = set(re.findall(r'(?:src|href)="(/[^"]+)"', page.text))
-    assert any(asset.endswith(".js") for asset in assets) and any(asset.endswith(".css") for asset in assets)
+
+
+# The pages the service renders from package data (templates, static files, Swagger UI's bundle).
+@pytest.mark.parametrize("page", ["/docs", "/", "/ui/models/xor"])
+def test_the_pages_and_their_scripts_and_styles(deployment, page):
+    response = requests.get(deployment.url + page, timeout=10)
+    assert response.status_code == 200 and "text/html" in response.headers["Content-Type"], response.text
+    assets = {path for path in re.findall(r'(?:src|href)="(/[^"?#]+)[^"]*"', response.text)
+              if path.endswith((".js", ".css", ".png", ".svg", ".ico"))}
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets), response.text
     for asset in assets:
-        response = requests.get(url + asset, timeout=10)
-        assert response.status_code == 200 and response.content, asset
+        fetched = requests.get(deployment.url + asset, timeout=10)
+        assert fetched.status_code == 200 and fetched.content, asset
 
 
 def test_a_training_job_through_the_consumer(deployment):
