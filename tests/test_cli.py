@@ -1,7 +1,10 @@
 """The ``minigrad`` command line: every subcommand, its files and its refusals (a message, never a traceback)."""
 
+import contextlib
 import json
 import os
+import pty
+import re
 import shutil
 import signal
 import subprocess
@@ -385,3 +388,22 @@ def test_the_readme_examples_run_as_printed(tmp_path):
     assert (tmp_path / "species.csv").read_text().splitlines()[0] == "setosa,versicolor,virginica"
     predicted = json.loads(result.stdout[result.stdout.index("[["):])
     assert predicted[0][0] > 0.5 > predicted[1][0]
+
+
+def test_a_terminal_sees_a_progress_bar_with_the_running_loss(files):
+    # click draws the bar only on a terminal: give the command one (a pseudo-terminal) as its stderr.
+    controller, terminal = pty.openpty()
+    with subprocess.Popen([EXECUTABLE, "train", "arch.json", "xor.csv", "-o", "xor.json", *XOR_TRAIN], cwd=files,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal) as process:
+        os.close(terminal)
+        screen = b""
+        with contextlib.suppress(OSError):  # EIO once the command has exited and closed the terminal
+            while chunk := os.read(controller, 4096):
+                screen += chunk
+        assert process.wait(timeout=60) == 0
+    os.close(controller)
+    text = screen.decode()
+    final_loss = load(files / "xor.json").metadata["training"]["final_loss"]
+    assert "training  [" in text and "100%" in text
+    assert re.search(r"\] +100% +loss " + re.escape(f"{final_loss:.6g}"), text), text[-300:]
+    assert len(re.findall(r"loss \d", text)) > 2  # redrawn as training goes, each time with the loss so far
