@@ -6,14 +6,16 @@ import json
 
 from flask import Response, request, url_for
 
-from .api import Blueprint, documents_problems, read_json_body
+from .api import Blueprint, documents_problems
 from .auth import require_token
+from .onnx_files import BINARY_SCHEMA, ONNX_MEDIA_TYPE, ONNX_MEDIA_TYPES, onnx_response, uploaded_document
 from .registry import InvalidModelFile, LoadedModel, get_registry
 from .schemas import (
     ModelDeletedSchema,
     ModelDetailSchema,
     ModelListSchema,
     ModelVersionCreatedSchema,
+    ModelVersionQuerySchema,
     model_document_schema,
 )
 
@@ -55,12 +57,16 @@ def show_model(name):
 
 
 @blp.route("/models/<name>/versions/<int:version>")
-@blp.doc(responses={200: {"description": "The model document",
-                          "content": {"application/json": {"schema": model_document_schema()}}}})
-@documents_problems(400, 404)
-def show_version(name, version):
-    """The full model document of one version."""
+@blp.arguments(ModelVersionQuerySchema, location="query")
+@blp.doc(responses={200: {"description": "The model document, or with format=onnx the model as an ONNX file",
+                          "content": {"application/json": {"schema": model_document_schema()},
+                                      ONNX_MEDIA_TYPE: {"schema": BINARY_SCHEMA}}}})
+@documents_problems(400, 404, 406, 422)
+def show_version(query, name, version):
+    """The full model document of one version (``?format=onnx``: the model as ONNX)."""
     loaded = get_registry().get(name, version)
+    if query["format"] == "onnx":
+        return onnx_response(loaded.model, f"{name}-{version}.onnx")
     # Written straight from the parsed document: dumping every weight through marshmallow fields
     # would cost far more than the JSON encoding itself.
     return Response(json.dumps(loaded.document), mimetype="application/json")
@@ -68,12 +74,15 @@ def show_version(name, version):
 
 @blp.route("/models/<name>", methods=["PUT"])
 @require_token
-@blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": model_document_schema()}}})
+@blp.doc(requestBody={"required": True, "content": {
+    "application/json": {"schema": model_document_schema()},
+    **{media_type: {"schema": BINARY_SCHEMA} for media_type in ONNX_MEDIA_TYPES}}})
 @blp.response(201, ModelVersionCreatedSchema)
 @documents_problems(400, 413, 415, 422)
 def upload_model(name):
-    """Store a model document as the next version of ``name`` (created if new)."""
-    document = read_json_body(request)
+    """Store a model document (or an ONNX file, stored as its model document) as the next version of ``name``
+    (created if new)."""
+    document = uploaded_document(request)
     loaded = get_registry().put(name, document)
     location = url_for(".show_version", name=name, version=loaded.version)
     return {"name": name, "version": loaded.version, **_sizes(loaded)}, 201, {"Location": location}

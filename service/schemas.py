@@ -4,7 +4,7 @@ and of the OpenAPI document. Numbers in batches are documented here but checked 
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 from minigrad.format import ModelDocumentSchema
 
@@ -87,6 +87,15 @@ class ModelVersionCreatedSchema(Schema):
     outputs = fields.Integer()
     dtype = fields.String()
     layers = fields.List(fields.String())
+
+
+class ModelVersionQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # other query parameters (a cache buster) are no error
+
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "onnx"]),
+                           metadata={"description": "json: the model document; onnx: the model as an ONNX file "
+                                                    "(needs the onnx package on the server)"})
 
 
 class ModelDeletedSchema(Schema):
