@@ -331,7 +331,7 @@ class _LayerBuilder:
 
     def add(self, node):
         op, attributes, graph = node.op_type, _attributes(node), self.graph
-        if op not in ("Add",):
+        if op != "Add":  # anything else closes a MatMul without a bias
             self.flush()
         if op == "Gemm":
             if node.input[0] in graph.constants:
@@ -352,7 +352,7 @@ class _LayerBuilder:
             if self.pending is None:
                 _refuse(_node_location(node), "adds a constant that is not the bias of a MatMul just before it")
             bias_name = next(i for i in node.input if i in graph.constants)
-            matmul, weight = self.pending
+            _, weight = self.pending
             self.pending = None
             self.layers.append(_linear(weight, graph.constant(bias_name, node), node, bias_name))
         elif op in _ACTIVATIONS:

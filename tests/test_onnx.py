@@ -352,3 +352,13 @@ def test_without_onnx_the_import_error_says_how_to_install_it():
     assert result.returncode != 0
     assert "ImportError: minigrad.onnx needs the onnx package" in result.stderr
     assert "pip install minigrad[onnx]" in result.stderr
+
+
+def test_weights_in_an_external_data_file_are_read_from_a_path_only(tmp_path):
+    proto = onnx.load(FIXTURES / "torch_mlp_float64.onnx")
+    onnx.save_model(proto, tmp_path / "split.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="split.onnx.data", size_threshold=0)
+    expected = minigrad.onnx.load(FIXTURES / "torch_mlp_float64.onnx")
+    assert minigrad.dumps(minigrad.onnx.load(tmp_path / "split.onnx")) == minigrad.dumps(expected)
+    with pytest.raises(OnnxImportError, match="initializer '.*': stored in an external data file"):
+        minigrad.onnx.loads((tmp_path / "split.onnx").read_bytes())
