@@ -344,12 +344,9 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
         "final_loss": history[-1]["loss"],
     }
     model.metadata = metadata
-    try:
-        model_format.save(model, output)  # atomic: a reader never sees half a file
-    except OSError as exc:
-        raise click.ClickException(f"{output}: cannot write it: {exc.strerror}") from None
     click.echo(f"trained {len(history)} epochs on {len(inputs)} rows in {seconds:.2f} s, "
-               f"final loss {history[-1]['loss']:.6g}; wrote {output}", err=True)
+               f"final loss {history[-1]['loss']:.6g}", err=True)
+    _write_model(model_format.save, model, output)
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
