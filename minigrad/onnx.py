@@ -208,15 +208,13 @@ class _Graph:
         (a float tensor, or a ZipMap of one into a sequence of maps); the probabilities are what minigrad models.
         """
         outputs = self.proto.graph.output
-        if len(outputs) == 1:
-            return outputs[0].name
         candidates = []
         for value in outputs:
-            if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type in _ELEMENT_TYPES:
-                candidates.append(value.name)
             producer = self.producers.get(value.name)
             if producer is not None and producer.op_type == "ZipMap":
                 candidates.append(producer.input[0])
+            elif len(outputs) == 1 or value.type.tensor_type.elem_type in _ELEMENT_TYPES:
+                candidates.append(value.name)
         candidates = list(dict.fromkeys(candidates))
         if len(candidates) != 1:
             names = ", ".join(f"'{value.name}'" for value in outputs)
@@ -225,13 +223,17 @@ class _Graph:
         return candidates[0]
 
     def class_labels(self) -> list[str] | None:
-        """The class labels a ZipMap attaches to the probabilities, as strings (for metadata ``outputs``)."""
+        """A classifier's class labels as strings (for metadata ``outputs``): those a ZipMap attaches to the
+        probabilities, or the constant the label output picks from (ArrayFeatureExtractor), else None."""
         for node in self.proto.graph.node:
+            labels = None
             if node.op_type == "ZipMap":
-                for attribute in node.attribute:
-                    if attribute.name in ("classlabels_int64s", "classlabels_strings"):
-                        labels = helper.get_attribute_value(attribute)
-                        return [label.decode() if isinstance(label, bytes) else str(label) for label in labels]
+                attributes = _attributes(node)
+                labels = attributes.get("classlabels_int64s", attributes.get("classlabels_strings"))
+            elif node.op_type == "ArrayFeatureExtractor" and node.input[0] in self.constants:
+                labels = numpy_helper.to_array(self.constants[node.input[0]]).reshape(-1).tolist()
+            if labels is not None:
+                return [label.decode() if isinstance(label, bytes) else str(label) for label in labels]
         return None
 
     def two_class_concat(self, node) -> str | None:
@@ -410,7 +412,8 @@ def _model(proto: onnx.ModelProto) -> Sequential:
         builder.two_class(graph.producers[target])
     metadata = _read_metadata(proto)
     labels = graph.class_labels()
-    if labels is not None and len(proto.graph.output) > 1:
+    widths = [layer["out_features"] for layer in builder.layers if layer["type"] == "Linear"]
+    if labels is not None and widths and len(labels) == widths[-1]:
         metadata.setdefault("outputs", labels)
     document = {"format": FORMAT, "version": VERSION, "dtype": graph.dtype, "layers": builder.layers,
                 "metadata": metadata}

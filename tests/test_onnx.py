@@ -205,6 +205,7 @@ def test_sklearn_classifier_without_zipmap_imports_its_probabilities():
         classifier.fit(IRIS_X, IRIS_Y)
     model = minigrad.onnx.loads(sklearn_onnx(classifier, IRIS_X, options={"zipmap": False}))
     assert_close(predict(model, IRIS_X), classifier.predict_proba(IRIS_X), "float64")
+    assert model.metadata["outputs"] == ["0", "1", "2"]
 
 
 def test_sklearn_regressor_imports_and_predicts_like_predict():
@@ -362,3 +363,13 @@ def test_weights_in_an_external_data_file_are_read_from_a_path_only(tmp_path):
     assert minigrad.dumps(minigrad.onnx.load(tmp_path / "split.onnx")) == minigrad.dumps(expected)
     with pytest.raises(OnnxImportError, match="initializer '.*': stored in an external data file"):
         minigrad.onnx.loads((tmp_path / "split.onnx").read_bytes())
+
+
+def test_a_classifier_whose_only_output_is_a_zipmap_imports_its_probabilities():
+    probabilities = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    nodes = [("Gemm", ["x", "W", "b"], ["h"], "fc", {}), ("Softmax", ["h"], ["p"], "sm", {}),
+             ("ZipMap", ["p"], ["y"], "zip", {"classlabels_strings": ["cat", "dog", "eel"], "domain": "ai.onnx.ml"})]
+    model = minigrad.onnx.loads(graph_bytes(nodes, [W, B], outputs=[helper.make_value_info("y", probabilities)]))
+    assert repr(model) == "Sequential([Linear(4, 3), Softmax()])"
+    assert model.metadata["outputs"] == ["cat", "dog", "eel"]
