@@ -486,13 +486,17 @@ def _require_module(name: str, what: str):
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="gunicorn worker processes.")
 @click.option("--model-dir", type=click.Path(file_okay=False), default=None, help="Sets MINIGRAD_MODEL_DIR.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Sets MINIGRAD_DATA_DIR.")
+@click.option("--consumer/--no-consumer", default=True, show_default=True,
+              help="Also run a training-job consumer, started and stopped with gunicorn (as make serve does).")
 @click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
-def serve(config_path, host, port, workers, model_dir, data_dir, gunicorn_args):
-    """Run the HTTP service under gunicorn with the project's configuration.
+def serve(config_path, host, port, workers, model_dir, data_dir, consumer, gunicorn_args):
+    """Run the HTTP service under gunicorn with the project's configuration, and a training-job consumer.
 
-    Further arguments go to gunicorn unchanged, e.g. minigrad serve -- --timeout 120.
+    Ctrl-C or SIGTERM stops both: requests in flight finish, a running job goes back in the queue. With
+    --no-consumer only gunicorn runs (consumers elsewhere: minigrad worker). Further arguments go to gunicorn
+    unchanged, e.g. minigrad serve -- --timeout 120.
     """
-    _require_module("service", "the HTTP service")
+    _require_module("service.serve" if consumer else "service", "the HTTP service")
     if not os.path.isfile(config_path):
         raise click.BadParameter(
             f"{config_path!r} is not a file; run from the project's directory or give the path of gunicorn.conf.py",
@@ -502,7 +506,9 @@ def serve(config_path, host, port, workers, model_dir, data_dir, gunicorn_args):
         os.environ["MINIGRAD_MODEL_DIR"] = os.path.abspath(model_dir)
     if data_dir is not None:
         os.environ["MINIGRAD_DATA_DIR"] = os.path.abspath(data_dir)
-    argv = [sys.executable, "-m", "gunicorn", "--config", os.path.abspath(config_path)]
+    # service.serve passes its arguments to gunicorn; a second --config overrides the one it starts with.
+    runner = "service.serve" if consumer else "gunicorn"
+    argv = [sys.executable, "-m", runner, "--config", os.path.abspath(config_path)]
     if host is not None or port is not None:
         argv += ["--bind", f"{host or '127.0.0.1'}:{port or os.environ.get('PORT', '8000')}"]
     if workers is not None:

@@ -9,14 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from click.testing import CliRunner
-from jobs_support import XOR_ARCHITECTURE
+from jobs_support import XOR_ARCHITECTURE, wait_for, xor_request
 from sklearn.datasets import load_iris
 
 import minigrad
@@ -343,36 +342,38 @@ def test_worker_hands_its_arguments_to_the_consumer():
     assert bad.returncode == 2 and "invalid int value: 'many'" in bad.stderr
 
 
-def test_serve_runs_gunicorn_with_the_project_config(files, xor_model):
+@pytest.mark.parametrize("consumer", [True, False], ids=["with-consumer", "no-consumer"])
+def test_serve_runs_gunicorn_with_the_project_config(files, xor_model, consumer):
     models = files / "models"
     models.mkdir()
     xor_model.rename(models / "xor.json")
     port = free_port()
-    server = subprocess.Popen(
-        [EXECUTABLE, "serve", "--port", str(port), "--workers", "1", "--model-dir", models,
-         "--data-dir", files / "var"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    command = [EXECUTABLE, "serve", "--port", port, "--workers", 1, "--model-dir", models, "--data-dir", files / "var"]
+    with open(files / "serve.log", "w") as log:  # the child keeps its own copy of the descriptor
+        server = subprocess.Popen([str(word) for word in command + ([] if consumer else ["--no-consumer"])],
+                                  cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
-                    assert response.status == 200
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()
-                assert time.monotonic() < deadline, "the server did not answer /healthz within 30 s"
-                time.sleep(0.1)
-        body = json.dumps({"model": "xor", "inputs": [[1, 0]]}).encode()
-        request = urllib.request.Request(base + "/predict", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer = json.load(response)
+        def up():
+            assert server.poll() is None, (files / "serve.log").read_text()
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(base + "/healthz", timeout=2).status_code == 200
+
+        wait_for(up, 60, what="minigrad serve to answer /healthz")
+        # `serve` replaced its own process: the pid is gunicorn's master, or service.serve's with a consumer.
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:3] == [b"-m", b"service.serve" if consumer else b"gunicorn"]
+
+        answer = requests.post(base + "/predict", json={"model": "xor", "inputs": [[1, 0]]}, timeout=10).json()
         assert answer["outputs"] == forward(load(models / "xor.json"), [[1, 0]]).tolist()
+        if consumer:
+            job = requests.post(base + "/train?wait=20", json=xor_request(save_as="served"), timeout=30).json()
+            job = wait_for(lambda: (j := requests.get(base + job["url"], timeout=10).json())["status"]
+                           not in ("queued", "running") and j, 60, what="the job to finish")
+            assert job["status"] == "succeeded" and (models / "served" / "1.json").is_file()
     finally:
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=30) == 0  # gunicorn itself got the signal: `serve` replaced its process
+        assert server.wait(timeout=30) == 0, (files / "serve.log").read_text()
 
 
 def test_the_readme_examples_run_as_printed(tmp_path):
