@@ -17,6 +17,7 @@ CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM = 56, 12, 10, 24
 BOX_WIDTH, BOX_HEIGHT, BOX_GAP, DIAGRAM_MARGIN = 118, 64, 34, 8
 
 SERIES = (("loss", "training"), ("val_loss", "validation"))
+LOG_SCALE_RATIO = 100  # highest / lowest loss from which the y axis is logarithmic
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class LossChart:
     y_ticks: list[tuple[float, str]]  # (y coordinate, label)
     x_ticks: list[tuple[float, str]]
     frame: tuple[float, float, float, float]  # left, top, right, bottom of the drawing area
+    logarithmic: bool
 
 
 def _number(value) -> float | None:
@@ -45,7 +47,9 @@ def _number(value) -> float | None:
 def loss_chart(history: list[dict], epochs: int) -> LossChart | None:
     """Training and validation loss against the epoch, scaled to the chart; None before the first epoch.
 
-    The x axis spans all ``epochs`` the job will run, so a running job's curve grows to the right.
+    The x axis spans all ``epochs`` the job will run, so a running job's curve grows to the right. The
+    y axis is logarithmic once the loss spans two decades (as a converging loss soon does), so the
+    late epochs are not a flat line at the bottom.
     """
     if not history:
         return None
@@ -54,15 +58,18 @@ def loss_chart(history: list[dict], epochs: int) -> LossChart | None:
     columns = {key: [(r["epoch"], _number(r.get(key))) for r in history] for key, _ in SERIES}
     values = [v for points in columns.values() for _, v in points if v is not None]
     low, high = min(values), max(values)
-    if high == low:  # a flat curve sits in the middle rather than dividing by zero
-        low, high = low - 0.5, high + 0.5
+    logarithmic = low > 0 and high / low >= LOG_SCALE_RATIO
+    scale = math.log10 if logarithmic else float
+    scaled_low, scaled_high = scale(low), scale(high)
+    if scaled_high == scaled_low:  # a flat curve sits in the middle rather than dividing by zero
+        scaled_low, scaled_high = scaled_low - 0.5, scaled_high + 0.5
     last_epoch = max(epochs, history[-1]["epoch"], 2)
 
     def x(epoch):
         return left + (epoch - 1) / (last_epoch - 1) * (right - left)
 
     def y(value):
-        return bottom - (value - low) / (high - low) * (bottom - top)
+        return bottom - (scale(value) - scaled_low) / (scaled_high - scaled_low) * (bottom - top)
 
     series = []
     for key, label in SERIES:
@@ -71,9 +78,10 @@ def loss_chart(history: list[dict], epochs: int) -> LossChart | None:
             continue
         path = " ".join(f"{'L' if i else 'M'}{x(e):.2f},{y(v):.2f}" for i, (e, v) in enumerate(points))
         series.append(Series(key, label, path, len(points), points[-1][1]))
-    y_ticks = [(y(v), f"{v:.3g}") for v in (high, (high + low) / 2, low)]
+    middle = math.sqrt(low * high) if logarithmic else (low + high) / 2
+    y_ticks = [(y(v), f"{v:.3g}") for v in (high, middle, low)]
     x_ticks = [(x(1), "1"), (x(last_epoch), str(last_epoch))]
-    return LossChart(CHART_WIDTH, CHART_HEIGHT, series, y_ticks, x_ticks, (left, top, right, bottom))
+    return LossChart(CHART_WIDTH, CHART_HEIGHT, series, y_ticks, x_ticks, (left, top, right, bottom), logarithmic)
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,20 @@ def test_loss_chart_geometry(epochs, expected_last_x):
     assert 0 < bottom <= CHART_HEIGHT
 
 
+@pytest.mark.parametrize("losses, logarithmic, middle_tick", [
+    ([100.0, 10.0, 1.0], True, "10"),  # two decades: equal steps in log10
+    ([2.0, 1.0, 0.04], False, "1.02"),  # less than two decades: linear
+])
+def test_loss_chart_goes_logarithmic_over_two_decades(losses, logarithmic, middle_tick):
+    chart = loss_chart([{"epoch": i + 1, "loss": v} for i, v in enumerate(losses)], 3)
+    assert chart.logarithmic is logarithmic
+    assert [label for _, label in chart.y_ticks] == [f"{losses[0]:.3g}", middle_tick, f"{losses[-1]:.3g}"]
+    ys = [float(y) for y in re.findall(r",([\d.]+)", chart.series[0].path)]
+    left, top, right, bottom = chart.frame
+    assert ys[0] == top and ys[-1] == bottom
+    assert (ys[1] == (top + bottom) / 2) is logarithmic
+
+
 def test_loss_chart_without_epochs_and_with_a_flat_loss():
     assert loss_chart([], 10) is None
     (flat,) = loss_chart([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.5}], 2).series

@@ -65,9 +65,11 @@ document.addEventListener("click", async (event) => {
   }
 });
 
-// A queued or running job's card replaces itself with a fresh copy from the server every second.
+// A queued or running job's card replaces itself with a fresh copy from the server every second
+// (while the tab is visible: a forgotten background tab costs the server nothing).
 function follow(card) {
   setTimeout(async () => {
+    if (document.hidden) return follow(card);
     const response = await fetch(card.dataset.cardUrl);
     if (!response.ok) return;
     const template = document.createElement("template");
