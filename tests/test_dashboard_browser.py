@@ -21,6 +21,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test n
                                "(in the test extra: pip install -e '.[test]'); it drives /usr/bin/chromium, so "
                                "`playwright install` is not needed")
 
+expect = sync_api.expect  # waits without evaluating strings, which the pages' CSP forbids
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -88,9 +89,7 @@ def test_dashboard_with_a_finished_and_a_running_job(tmp_path, page):
         live = page.locator(f"#job-{running['id']}")
         assert live.get_attribute("data-status") == "running"
         first_epoch = int(live.get_attribute("data-epoch"))
-        page.wait_for_function(
-            "([selector, epoch]) => Number(document.querySelector(selector).dataset.epoch) > epoch",
-            arg=[f"#job-{running['id']}", first_epoch], timeout=15_000)
+        wait_for(lambda: int(live.get_attribute("data-epoch")) > first_epoch, 15, what="the card to refresh")
         assert path_points(live.locator("path[data-series=loss]").get_attribute("d")) >= 1
         assert 0 < int(live.locator("progress").get_attribute("value")) < 10_000
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
@@ -101,7 +100,7 @@ def test_dashboard_with_a_finished_and_a_running_job(tmp_path, page):
         assert page.locator("svg.architecture-diagram g.layer").count() == 6  # input, 4 layers, output
         page.fill("#predict-inputs", "[[0, 1], [1, 1]]")
         page.click("#predict-form button[type=submit]")
-        page.wait_for_function("document.getElementById('predict-result').textContent.length > 0")
+        expect(page.locator("#predict-result")).to_have_class("ok")
         shown = page.locator("#predict-result").inner_text()
         expected = requests.post(f"{server.url}/predict", timeout=10,
                                  json={"model": "xor-dashboard", "inputs": [[0, 1], [1, 1]]}).json()["outputs"]
@@ -129,14 +128,14 @@ def test_token_unlocks_write_actions_and_protected_predictions(tmp_path, page):
 
         page.fill("#token-form input[name=token]", "wrong")
         page.click("#token-form button[type=submit]")
-        page.wait_for_function("document.querySelector('.token-message').textContent === 'token not accepted'")
+        expect(page.locator(".token-message")).to_have_text("token not accepted")
         assert not delete.is_visible() and not predict.is_visible()
 
         page.fill("#token-form input[name=token]", TOKEN)
         page.click("#token-form button[type=submit]")
         delete.wait_for(state="visible")
         page.click("#predict-form button[type=submit]")
-        page.wait_for_function("document.getElementById('predict-result').className === 'ok'")
+        expect(page.locator("#predict-result")).to_have_class("ok")
 
         page.reload()  # the token is kept for the session
         delete.wait_for(state="visible")
