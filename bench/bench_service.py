@@ -19,12 +19,12 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import minigrad
+from bench.bench_engine import interleaved_medians
 from minigrad import Linear, Relu, Sequential, Sigmoid, Tanh, Tensor, no_grad
 from service.testing import REPO_ROOT, GunicornServer
 
@@ -132,7 +132,7 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
           "(the throughput ratio of a CPU-bound server)")
 
 
-def large_batch(server: GunicornServer, model: Sequential, repeats: int = 5) -> None:
+def large_batch(server: GunicornServer, model: Sequential, rounds: int = 7) -> None:
     rng = np.random.default_rng(1)
     rows = rng.random((1000, 784)).tolist()
     body = json.dumps({"model": "mnist", "inputs": rows}).encode()
@@ -144,17 +144,10 @@ def large_batch(server: GunicornServer, model: Sequential, repeats: int = 5) -> 
             outputs = model(Tensor(np.asarray(parsed["inputs"], dtype=np.float64))).data
         return json.dumps({"model": "mnist", "version": 1, "outputs": outputs.tolist()})
 
-    def timed(function):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            function()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    baseline = timed(in_process)
-    service = timed(lambda: _post(server.port, "/predict", body))
-    print(f"large batch: 1,000 x 784 to a 784-128-10 model, body {len(body) / 1e6:.1f} MB, median of {repeats}")
+    # Alternating rounds, so the machine's drift hits both sides alike.
+    baseline, service = interleaved_medians([in_process, lambda: _post(server.port, "/predict", body)], rounds, 1)
+    print(f"large batch: 1,000 x 784 to a 784-128-10 model, body {len(body) / 1e6:.1f} MB, median of {rounds} "
+          "alternating rounds")
     print(f"  json.loads + forward + json.dumps in one process  {baseline * 1e3:7.1f} ms")
     print(f"  POST /predict end to end over HTTP               {service * 1e3:7.1f} ms")
     print(f"  service / in-process: {service / baseline:.2f}x (target <= 2x)")
