@@ -12,14 +12,14 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
+from compose_file import MissingVariable, interpolate, load_compose, read_env_file
 from dockerfile import build_context, parse_dockerfile
 
 REPO = Path(__file__).resolve().parent.parent
 HADOLINT = Path(sys.executable).parent / "hadolint"
 STAGES = parse_dockerfile(REPO / "Dockerfile")
 RUNTIME = STAGES[-1]
-COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+COMPOSE = load_compose(REPO / "docker-compose.yml")
 COMPOSE_SCHEMA = json.loads((REPO / "tests" / "compose-spec.json").read_text())
 
 
@@ -166,9 +166,15 @@ def test_api_and_workers_share_the_models_volume_and_redis():
     assert COMPOSE["services"]["redis"]["image"].startswith("redis:")
 
 
-def test_the_token_comes_from_an_env_file_that_git_ignores():
-    example = (REPO / ".env.example").read_text()
-    assert "MINIGRAD_API_TOKEN=" in example
+def test_the_token_comes_from_the_env_file_and_compose_refuses_to_start_without_one():
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO)
     assert ignored.returncode == 0, ".env must be in .gitignore"
-    assert not any("TOKEN" in str(value) for s in COMPOSE["services"].values() for value in s.get("environment", {}))
+    example = read_env_file(REPO / ".env.example")
+    assert example["MINIGRAD_API_TOKEN"] == ""  # no shared default token: each deployment sets its own
+    for name in ("api", "worker"):
+        token = COMPOSE["services"][name]["environment"]["MINIGRAD_API_TOKEN"]
+        with pytest.raises(MissingVariable, match="MINIGRAD_API_TOKEN"):
+            interpolate(token, example)
+        assert interpolate(token, {**example, "MINIGRAD_API_TOKEN": "s3cret"}) == "s3cret"
+    # The host port comes from the env file too.
+    assert interpolate(COMPOSE["services"]["api"]["ports"][0], example) == f"{example['MINIGRAD_PORT']}:8000"

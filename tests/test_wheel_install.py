@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-import yaml
+from compose_file import interpolate, load_compose, read_env_file
 from dockerfile import build_context, copy_from_context, parse_dockerfile
 from jobs_support import XOR_ARCHITECTURE, redis_server, wait_for
 
@@ -35,7 +35,7 @@ from service.testing import free_port
 REPO = Path(__file__).resolve().parent.parent
 STAGES = parse_dockerfile(REPO / "Dockerfile")
 BUILD, RUNTIME = STAGES[0], STAGES[-1]
-COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+COMPOSE = load_compose(REPO / "docker-compose.yml")
 TOKEN = "wheel-test-token"
 
 
@@ -137,12 +137,6 @@ class Deployment:
     queue: str  # "sqlite" (under /data) or "redis"
 
 
-def env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines, as docker compose reads an env_file."""
-    lines = [line.strip() for line in path.read_text().splitlines()]
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-
 def fresh_volume(image, mount_point: str, where: Path) -> str:
     """A new volume for ``mount_point``: Docker fills an empty volume with what the image holds there."""
     shutil.copytree(image.path(mount_point), where)
@@ -172,13 +166,18 @@ def deployment(request, image, tmp_path_factory):
             containers = {"api": (api_command, shared), "worker": (worker_command, shared)}
         else:
             redis_url = stack.enter_context(redis_server(base))
-            settings = {**env_file(REPO / ".env.example"), "MINIGRAD_API_TOKEN": TOKEN, "MINIGRAD_MODEL_DIR": models}
+            dot_env = {**read_env_file(REPO / ".env.example"), "MINIGRAD_API_TOKEN": TOKEN}  # as the user's .env
             containers = {}
             for name, command in [("api", api_command), ("worker-1", worker_command), ("worker-2", worker_command)]:
                 service = COMPOSE["services"][name.split("-")[0]]
                 assert {m.split(":")[1] for m in service["volumes"]} == {RUNTIME.env()["MINIGRAD_MODEL_DIR"]}
-                containers[name] = (command, {**settings, **service["environment"], "MINIGRAD_REDIS_URL": redis_url,
-                                              "MINIGRAD_DATA_DIR": fresh_volume(image, data, base / f"{name}-data")})
+                environment = {key: interpolate(value, dot_env) for key, value in service["environment"].items()}
+                containers[name] = (command, {
+                    **dot_env, **environment,  # env_file: .env, overridden by environment
+                    "MINIGRAD_REDIS_URL": redis_url,  # the test's redis-server standing in for the redis service
+                    "MINIGRAD_MODEL_DIR": models,
+                    "MINIGRAD_DATA_DIR": fresh_volume(image, data, base / f"{name}-data"),
+                })
         processes = {}
         for name, (command, extra_env) in containers.items():
             processes[name] = image.start(command, base / f"{name}.log", extra_env)
