@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import re
@@ -22,10 +23,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from werkzeug.test import EnvironBuilder
 
 import minigrad
 from bench.bench_engine import interleaved_medians
 from minigrad import Linear, Relu, Sequential, Sigmoid, Tanh, Tensor, no_grad
+from service import create_app
+from service.predict import input_batch
+from service.registry import ModelRegistry
+from service.schemas import PredictRequestSchema
 from service.testing import REPO_ROOT, GunicornServer
 
 DURATION_S = int(os.environ.get("BENCH_SERVICE_SECONDS", "8"))
@@ -153,6 +159,47 @@ def large_batch(server: GunicornServer, model: Sequential, rounds: int = 7) -> N
     print(f"  service / in-process: {service / baseline:.2f}x (target <= 2x)")
 
 
+def where_the_time_goes(model_dir: Path, directory: Path, repeats: int = 3000) -> None:
+    """One /predict in this process, step by step (hot loops, so lower bounds), next to whole requests
+    through the WSGI app: what a prediction adds to the trivial endpoint, and where."""
+    app = create_app({"MINIGRAD_MODEL_DIR": str(model_dir), "MINIGRAD_DATA_DIR": str(directory / "var"),
+                      "MINIGRAD_API_TOKEN": None})
+    body = json.dumps({"model": "xor", "inputs": XOR_BATCH}).encode()
+    registry = ModelRegistry(model_dir)
+    loaded = registry.get("xor")
+    parsed = json.loads(body)
+    batch, _ = input_batch(parsed["inputs"], loaded.n_inputs, loaded.dtype)
+    outputs = loaded.predict(batch)
+    envelope = PredictRequestSchema()
+
+    def wsgi_call(path, data=None):
+        """The app called as gunicorn calls it, minus the HTTP parsing: a prepared WSGI environ."""
+        environ = EnvironBuilder(path=path, method="POST" if data else "GET", data=data,
+                                 content_type="application/json" if data else None).get_environ()
+
+        def call():
+            request = dict(environ, **{"wsgi.input": io.BytesIO(data or b"")})
+            for _ in app(request, lambda *args: None):
+                pass
+
+        return call
+
+    steps = {
+        "json.loads of the body": lambda: json.loads(body),
+        "envelope schema (marshmallow)": lambda: envelope.load(parsed),
+        "registry.get (listing + stat)": lambda: registry.get("xor"),
+        "inputs checked by numpy": lambda: input_batch(parsed["inputs"], loaded.n_inputs, loaded.dtype),
+        "forward pass (minigrad)": lambda: loaded.predict(batch),
+        "outputs to JSON": lambda: json.dumps({"model": "xor", "version": 1, "outputs": outputs.tolist()}),
+        "whole GET /healthz through the app": wsgi_call("/healthz"),
+        "whole POST /predict through the app": wsgi_call("/predict", body),
+    }
+    seconds = interleaved_medians(list(steps.values()), 5, repeats // 5)
+    print("where a prediction's time goes, in-process (hot loops; medians of 5 alternating rounds):")
+    for name, value in zip(steps, seconds):
+        print(f"  {name:36s} {value * 1e6:7.1f} us")
+
+
 def run() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         directory = Path(tmp)
@@ -163,6 +210,7 @@ def run() -> None:
         mnist = Sequential([Linear(784, 128, rng=rng), Relu(), Linear(128, 10, rng=rng)])
         minigrad.save(mnist, model_dir / "mnist.json")
         env = {"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": directory / "var", "MINIGRAD_API_TOKEN": ""}
+        where_the_time_goes(model_dir, directory)
         with GunicornServer(env=env, workers=2) as server:
             wrk = ensure_wrk()
             if wrk:
