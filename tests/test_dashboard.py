@@ -13,6 +13,7 @@ import pytest
 from conftest import SHIPPED_MODELS, TOKEN, service_config
 
 from service import create_app
+from service.dashboard import duration
 from service.dashboard_charts import CHART_HEIGHT, CHART_WIDTH, architecture_summary, loss_chart
 from service.jobs import get_job_backend
 from service.jobs.store import RUNNING, SUCCEEDED, new_record
@@ -258,6 +259,13 @@ def test_loss_chart_without_epochs_and_with_a_flat_loss():
     assert loss_chart([], 10) is None
     (flat,) = loss_chart([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.5}], 2).series
     assert len(set(re.findall(r",([\d.]+)", flat.path))) == 1
+
+
+@pytest.mark.parametrize("seconds, shown", [
+    (None, "–"), (0.0421, "42 ms"), (4.04, "4.0 s"), (75.2, "1 min 15 s"), (7260, "2 h 1 min"),
+])
+def test_duration(seconds, shown):
+    assert duration(seconds) == shown
 
 
 def test_architecture_summary():
