@@ -265,7 +265,7 @@ def main():
     minigrad validate model.json                       check a model document
     minigrad export model.json model.onnx              write a model as ONNX (needs minigrad[onnx])
     minigrad import model.onnx model.json              read a PyTorch / scikit-learn / minigrad ONNX MLP
-    minigrad serve                                     the HTTP service (gunicorn)
+    minigrad serve                                     the HTTP service (gunicorn) and a job consumer
     minigrad worker                                    the training-job consumer (Huey)
     """
 
