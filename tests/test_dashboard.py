@@ -13,7 +13,7 @@ import pytest
 from conftest import SHIPPED_MODELS, TOKEN, service_config
 
 from service import create_app
-from service.dashboard import duration
+from service.dashboard import byte_size, duration
 from service.dashboard_charts import CHART_HEIGHT, CHART_WIDTH, architecture_summary, loss_chart
 from service.jobs import get_job_backend
 from service.jobs.store import RUNNING, SUCCEEDED, new_record
@@ -259,6 +259,11 @@ def test_loss_chart_without_epochs_and_with_a_flat_loss():
     assert loss_chart([], 10) is None
     (flat,) = loss_chart([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.5}], 2).series
     assert len(set(re.findall(r",([\d.]+)", flat.path))) == 1
+
+
+@pytest.mark.parametrize("count, shown", [(104, "104 bytes"), (1048, "1.0 KiB"), (3 * 1024**2, "3.0 MiB")])
+def test_byte_size(count, shown):
+    assert byte_size(count) == shown
 
 
 @pytest.mark.parametrize("seconds, shown", [
