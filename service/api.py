@@ -18,6 +18,7 @@ from flask import Request, request
 from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .auth import SECURITY_SCHEME, SECURITY_SCHEME_NAME
 from .errors import PROBLEM_MIMETYPE, abort_problem, register_error_handlers, validation_problem
@@ -55,7 +56,26 @@ def read_json_body(request: Request):
     if mimetype and not core.is_json(mimetype):
         abort_problem(415, detail=f"Expected a JSON body (Content-Type: application/json), got {mimetype!r}.",
                       type="urn:minigrad:problem:unsupported-media-type")
-    return parse_json_body(request.get_data(cache=True))
+    return parse_json_body(_read_body(request))
+
+
+def _read_body(request: Request) -> bytes:
+    """The whole body, refused with 413 when over ``MAX_CONTENT_LENGTH``.
+
+    With a Content-Length: one read of the WSGI stream (werkzeug's ``get_data`` wraps the stream and
+    copies through buffers: 6 us of a 140 us prediction). Without one (chunked), werkzeug's limited
+    stream would stop at the limit without a word, so read one byte past it to tell "too big" from
+    "exactly the limit" (gunicorn marks such streams terminated; otherwise werkzeug reads nothing).
+    """
+    length, limit = request.content_length, request.max_content_length
+    if length is not None and (limit is None or length <= limit):
+        return request.environ["wsgi.input"].read(length)
+    if length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=True)  # 413 for a declared length over the limit
+    data = request.input_stream.read(-1 if limit is None else limit + 1)
+    if limit is not None and len(data) > limit:
+        raise RequestEntityTooLarge()
+    return data
 
 
 class ProblemParser(FlaskParser):

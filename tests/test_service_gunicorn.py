@@ -91,6 +91,19 @@ def test_a_body_over_the_limit_is_refused_over_http(gunicorn, model_dir, tmp_pat
     assert response.headers["Content-Type"] == "application/problem+json"
     assert predict(server, {"model": "xor", "inputs": [0, 1]}).status_code == 200
 
+    def chunked(rows):  # a generator body: sent with Transfer-Encoding: chunked, no Content-Length
+        yield b'{"model": "xor", "inputs": ['
+        for i in range(rows):
+            yield b", [0.25, 0.5]" if i else b"[0.25, 0.5]"
+        yield b"]}"
+
+    headers = {"Content-Type": "application/json"}
+    small = requests.post(server.url + "/predict", data=chunked(3), headers=headers, timeout=30)
+    assert small.status_code == 200 and len(small.json()["outputs"]) == 3
+    large = requests.post(server.url + "/predict", data=chunked(20_000), headers=headers, timeout=30)
+    assert large.status_code == 413
+    assert large.headers["Content-Type"] == "application/problem+json"
+
 
 def test_the_server_stops(gunicorn, model_dir, tmp_path):
     server = gunicorn(env={"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": tmp_path / "var"}, workers=1)
