@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
+from format_cases import models
+from hypothesis import given, settings
 from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from sklearn.datasets import load_iris
@@ -136,6 +138,12 @@ def test_json_to_onnx_to_json_is_bitwise(dtype, tmp_path):
         assert loaded.data.tobytes() == original.data.tobytes()
     assert back.metadata == model.metadata
     assert back.metadata["count"] == "3"  # a string that looks like JSON stays a string
+
+
+@settings(max_examples=100, deadline=None)
+@given(models())
+def test_any_model_survives_onnx_and_back_bit_for_bit(model):
+    assert minigrad.dumps(minigrad.onnx.loads(minigrad.onnx.dumps(model))) == minigrad.dumps(model)
 
 
 def test_reserved_metadata_key_is_refused():
