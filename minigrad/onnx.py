@@ -23,7 +23,8 @@ try:
     from onnx import TensorProto, helper, numpy_helper
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without onnx
     raise ImportError(
-        "minigrad.onnx needs the onnx package, which is not installed; install it with: pip install minigrad[onnx]"
+        f"minigrad.onnx needs the onnx package, which cannot be imported ({exc}); install it with: "
+        "pip install minigrad[onnx]"
     ) from exc
 
 from . import __version__
