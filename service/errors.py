@@ -9,6 +9,7 @@ Inference Protocol's ``{"error": ...}``) claims its path prefix with ``register_
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from http import HTTPStatus
@@ -20,7 +21,14 @@ from werkzeug.exceptions import abort as werkzeug_abort
 
 from minigrad import ModelFormatError
 
-from .registry import InvalidModelFile, InvalidModelName, ModelNotFound, RegistryError, VersionNotFound
+from .registry import (
+    InvalidModelFile,
+    InvalidModelName,
+    ModelNotFound,
+    ModelStorageError,
+    RegistryError,
+    VersionNotFound,
+)
 
 PROBLEM_MIMETYPE = "application/problem+json"
 _RENDERERS = "minigrad.error_renderers"
@@ -123,6 +131,10 @@ def handle_registry_error(error: RegistryError) -> Response:
         if isinstance(error, kind):
             status, title, slug = kind_status, kind_title, kind_slug
             break
+    if isinstance(error, ModelStorageError):  # the request was fine; the disk said no
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        status, title, slug = (507, "Insufficient Storage", "storage-full") if full else \
+            (503, "Model directory not writable", "storage-unavailable")
     if status >= 500:
         log.error("%s", error)
     render = _custom_renderer()

@@ -15,6 +15,7 @@ name, so a reader sees either no file or the whole of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -38,6 +39,7 @@ __all__ = [
     "VersionNotFound",
     "InvalidModelName",
     "InvalidModelFile",
+    "ModelStorageError",
     "get_registry",
     "EXTENSION_KEY",
     "MODEL_NAME_PATTERN",
@@ -71,6 +73,14 @@ class VersionNotFound(RegistryError, LookupError):
     def __init__(self, name, version, available):
         self.name, self.version, self.available = name, version, list(available)
         super().__init__(f"model {name!r} has no version {version}; available: {', '.join(map(str, available))}")
+
+
+class ModelStorageError(RegistryError):
+    """The model directory refused a write (disk full, read-only, permissions)."""
+
+    def __init__(self, name, error: OSError):
+        self.name, self.errno = name, error.errno
+        super().__init__(f"could not store model {name!r}: {error.strerror or error}")
 
 
 class InvalidModelFile(RegistryError):
@@ -223,22 +233,33 @@ class ModelRegistry:
     # ------------------------------------------------------------------ writing
 
     def put(self, name: str, document: dict) -> LoadedModel:
-        """Validate ``document`` and store it as the next version of ``name`` (created if new)."""
+        """Validate ``document`` and store it as the next version of ``name`` (created if new).
+
+        Raises minigrad.ModelFormatError for a defective document, ``ModelStorageError`` when the disk
+        refuses (full, read-only); either way the directory is left as it was.
+        """
         validate_name(name)
         model = Sequential.from_dict(document)  # raises minigrad.ModelFormatError naming the defect
         text = minigrad.dumps(model).encode()
         base = os.path.join(self.directory, name)
-        os.makedirs(base, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=base)
+        created = not os.path.isdir(base)
         try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            version = self._link_next_version(name, base, temporary)
-        finally:
-            os.unlink(temporary)
-        _fsync_directory(base)
+            os.makedirs(base, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=base)
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(text)
+                    file.flush()
+                    os.fsync(file.fileno())
+                version = self._link_next_version(name, base, temporary)
+            finally:
+                os.unlink(temporary)
+            _fsync_directory(base)
+        except OSError as error:
+            if created:
+                with contextlib.suppress(OSError):  # only if still empty: a concurrent upload may be in it
+                    os.rmdir(base)
+            raise ModelStorageError(name, error) from error
         return self.get(name, version)
 
     def _link_next_version(self, name: str, base: str, temporary: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -118,6 +119,23 @@ def test_an_invalid_document_is_422_with_its_locations(client, model_dir):
     assert_problem(client.put("/models/xor", data="{", content_type="application/json"), 400, "not valid JSON")
     assert_problem(client.put("/models/xor", data="x", content_type="text/csv"), 415, "text/csv")
     assert sorted(os.listdir(model_dir)) == ["iris.json", "xor.json"]
+
+
+@pytest.mark.parametrize("code, status", [(errno.ENOSPC, 507), (errno.EROFS, 503), (errno.EACCES, 503)])
+@pytest.mark.parametrize("name", ["xor", "new-model"])
+def test_a_disk_that_refuses_the_upload_is_a_clean_error(client, model_dir, monkeypatch, code, status, name):
+    """Fault injection: the disk fails while the upload is written (full, read-only, permissions)."""
+    before = {path: path.read_bytes() for path in model_dir.rglob("*") if path.is_file()}
+
+    def refuse(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", refuse)
+    assert_problem(client.put(f"/models/{name}", json=xor_like(1)), status, os.strerror(code))
+    monkeypatch.undo()
+    after = {path: path.read_bytes() for path in model_dir.rglob("*") if path.is_file()}
+    assert after == before and sorted(os.listdir(model_dir)) == ["iris.json", "xor.json"]
+    assert client.post("/predict", json={"model": "xor", "inputs": [0, 1]}).status_code == 200
 
 
 def test_wrong_methods_are_405(client):
