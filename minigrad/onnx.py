@@ -188,16 +188,14 @@ class _Graph:
                     f"expected shape [batch, features], got {len(dims)} dimensions; minigrad models take rows")
         self.features = dims[1].dim_value if dims is not None and dims[1].HasField("dim_value") else None
 
-    def constant(self, name: str, node, dtype: str | None = None) -> np.ndarray:
-        """The value of a constant input of ``node``, in the graph's dtype (or ``dtype``)."""
+    def constant(self, name: str, node, weights: bool = True) -> np.ndarray:
+        """The value of a constant input of ``node``; ``weights`` must have the graph's dtype (a shape need not)."""
         tensor = self.constants[name]
         if tensor.data_location == TensorProto.EXTERNAL:
             _refuse(f"initializer '{name}'", "stored in an external data file; load the model from its path, next to "
                                               "that file")
         value = numpy_helper.to_array(tensor)
-        if dtype is not None:
-            return value
-        if value.dtype.name != self.dtype:
+        if weights and value.dtype.name != self.dtype:
             _refuse(f"initializer '{name}'", f"is {value.dtype.name} but the graph's input is {self.dtype}; "
                                               "minigrad models have one dtype")
         return value
@@ -260,8 +258,9 @@ class _Graph:
             if node is None:
                 what = "a constant" if name in self.constants else "not computed by any node"
                 _refuse("graph", f"the output tensor '{name}' is {what}; expected it computed from the input")
-            if not nodes and self.two_class_concat(node) is not None:
-                name, two_class = self.two_class_concat(node), True
+            probability = self.two_class_concat(node) if not nodes else None
+            if probability is not None:
+                name, two_class = probability, True
                 continue
             if node.domain not in _DEFAULT_DOMAINS or node.op_type not in SUPPORTED_OPS:
                 _unsupported(node)
@@ -371,8 +370,11 @@ class _LayerBuilder:
                 _refuse(_node_location(node), f"axis={attributes['axis']} would merge rows; only axis=1 is harmless")
         elif op == "Reshape":
             # skl2onnx's regressors end in Reshape to [-1, outputs]: a no-op on rows of that many features.
-            shape = graph.constant(node.input[1], node, "int64") if node.input[1] in graph.constants else None
-            if shape is None or list(shape) not in ([-1, self.features], [0, self.features]):
+            constant = len(node.input) > 1 and node.input[1] in graph.constants
+            shape = graph.constant(node.input[1], node, weights=False) if constant else None
+            # 0 copies the batch size, unless allowzero=1 makes it a literal 0.
+            harmless = [[-1, self.features]] + ([[0, self.features]] if not attributes.get("allowzero") else [])
+            if shape is None or shape.tolist() not in harmless:
                 got = "a computed shape" if shape is None else str(shape.tolist())
                 _refuse(_node_location(node), f"reshapes to {got}; only [-1, {self.features}] (rows stay rows) is "
                                               "harmless")
