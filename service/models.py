@@ -91,7 +91,7 @@ def upload_model(name):
 @blp.route("/models/<name>", methods=["DELETE"])
 @require_token
 @blp.response(200, ModelDeletedSchema)
-@documents_problems(400, 404)
+@documents_problems(400, 404, 503)
 def delete_model(name):
     """Remove a model with all its versions."""
     return {"name": name, "deleted_versions": get_registry().delete(name)}

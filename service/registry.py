@@ -76,11 +76,11 @@ class VersionNotFound(RegistryError, LookupError):
 
 
 class ModelStorageError(RegistryError):
-    """The model directory refused a write (disk full, read-only, permissions)."""
+    """The model directory refused a change (disk full, read-only, permissions)."""
 
     def __init__(self, name, error: OSError):
         self.name, self.errno = name, error.errno
-        super().__init__(f"could not store model {name!r}: {error.strerror or error}")
+        super().__init__(f"could not change model {name!r} on disk: {error.strerror or error}")
 
 
 class InvalidModelFile(RegistryError):
@@ -278,23 +278,23 @@ class ModelRegistry:
                 continue
 
     def delete(self, name: str) -> list[int]:
-        """Remove every version of ``name``; returns the versions removed. Raises ``ModelNotFound``."""
+        """Remove every version of ``name``; returns the versions removed. Raises ``ModelNotFound``, or
+        ``ModelStorageError`` when the directory cannot be changed."""
         removed = self.versions(name)
         base = os.path.join(self.directory, name)
-        # Renaming first takes the whole model out of sight in one step; the files go afterwards.
-        graveyard = tempfile.mkdtemp(prefix=".deleted-", dir=self.directory)
         try:
+            # Renaming first takes the whole model out of sight in one step; the files go afterwards.
+            graveyard = tempfile.mkdtemp(prefix=".deleted-", dir=self.directory)
             try:
-                os.rename(base, os.path.join(graveyard, "versions"))
-            except FileNotFoundError:
-                pass
-            try:
-                os.unlink(base + ".json")
-            except FileNotFoundError:
-                pass
-        finally:
-            shutil.rmtree(graveyard, ignore_errors=True)
-        _fsync_directory(self.directory)
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(base, os.path.join(graveyard, "versions"))
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(base + ".json")
+            finally:
+                shutil.rmtree(graveyard, ignore_errors=True)
+            _fsync_directory(self.directory)
+        except OSError as error:
+            raise ModelStorageError(name, error) from error
         with self._lock:
             for path in [p for p in self._cache if p == base + ".json" or p.startswith(base + os.sep)]:
                 del self._cache[path]

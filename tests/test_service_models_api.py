@@ -138,6 +138,16 @@ def test_a_disk_that_refuses_the_upload_is_a_clean_error(client, model_dir, monk
     assert client.post("/predict", json={"model": "xor", "inputs": [0, 1]}).status_code == 200
 
 
+def test_a_directory_that_refuses_a_delete_is_a_clean_error(client, model_dir, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("tempfile.mkdtemp", refuse)
+    assert_problem(client.delete("/models/xor"), 503, "Read-only file system")
+    monkeypatch.undo()
+    assert sorted(os.listdir(model_dir)) == ["iris.json", "xor.json"]
+
+
 def test_wrong_methods_are_405(client):
     assert_problem(client.post("/models/xor"), 405)
     assert_problem(client.patch("/models"), 405)
