@@ -180,7 +180,8 @@ class ModelRegistry:
         try:
             identity = _file_identity(os.stat(path))
         except FileNotFoundError:  # removed between the listing and now
-            self._cache.pop(path, None)
+            with self._lock:  # other threads may be walking the cache
+                self._cache.pop(path, None)
             raise VersionNotFound(name, version, self.versions(name)) from None
         cached = self._cache.get(path)
         if cached is not None and cached[0] == identity:
