@@ -203,6 +203,37 @@ def test_readers_never_see_a_partial_file(model_dir):
     assert failures == []
 
 
+def test_one_registry_shared_by_threads_while_models_come_and_go(model_dir):
+    """gthread workers share one registry between threads: lookups during uploads and deletions see a
+    whole model or a clean not-found, never a crash of the cache."""
+    registry = ModelRegistry(model_dir)
+    stop = threading.Event()
+    failures = []
+
+    def read():
+        while not stop.is_set():
+            for name in ("xor", "iris", "churn"):
+                try:
+                    loaded = registry.get(name)
+                    assert loaded.predict(np.zeros((1, loaded.n_inputs))).shape == (1, loaded.n_outputs)
+                except (ModelNotFound, VersionNotFound):
+                    pass
+                except Exception as error:
+                    failures.append(error)
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    for seed in range(20):
+        registry.put("churn", document(seed))
+        if seed % 3 == 2:
+            registry.delete("churn")
+    stop.set()
+    for thread in readers:
+        thread.join()
+    assert failures == []
+
+
 def test_float32_models_keep_their_dtype(registry):
     loaded = registry.put("f32", document(2, dtype=np.float32))
     assert loaded.dtype == np.float32
