@@ -125,16 +125,20 @@ _REGISTRY_PROBLEMS = (
 )
 
 
-def handle_registry_error(error: RegistryError) -> Response:
-    status, title, slug = 500, "Registry error", "registry"
-    for kind, kind_status, kind_title, kind_slug in _REGISTRY_PROBLEMS:
-        if isinstance(error, kind):
-            status, title, slug = kind_status, kind_title, kind_slug
-            break
+def _registry_problem(error: RegistryError) -> tuple[int, str, str]:
+    """(status, title, type slug) of a registry error."""
     if isinstance(error, ModelStorageError):  # the request was fine; the disk said no
-        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-        status, title, slug = (507, "Insufficient Storage", "storage-full") if full else \
-            (503, "Model directory not writable", "storage-unavailable")
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return 507, "Insufficient Storage", "storage-full"
+        return 503, "Model directory not writable", "storage-unavailable"
+    for kind, status, title, slug in _REGISTRY_PROBLEMS:
+        if isinstance(error, kind):
+            return status, title, slug
+    return 500, "Registry error", "registry"
+
+
+def handle_registry_error(error: RegistryError) -> Response:
+    status, title, slug = _registry_problem(error)
     if status >= 500:
         log.error("%s", error)
     render = _custom_renderer()
