@@ -42,6 +42,33 @@ def _views(whole, parameters):
     return views
 
 
+# ``values -= alpha * g`` on a large tensor goes this many values at a time through a small
+# temporary (256 KB of float32) that stays in the core's cache, instead of writing and re-reading
+# a full-size one: measured 208 -> 122 us on a 784x512 float32 update.
+_CHUNK = 1 << 16
+
+
+def _subtract_scaled(values: np.ndarray, alpha: float, g: np.ndarray):
+    """``values -= alpha * g`` (in place), chunked when both arrays are large and laid out alike."""
+    if values.size > 2 * _CHUNK and values.shape == g.shape:  # below that, the loop costs more than it saves
+        if values.flags.c_contiguous and g.flags.c_contiguous:
+            order = "C"
+        elif values.flags.f_contiguous and g.flags.f_contiguous:
+            order = "F"
+        else:
+            order = None
+        if order is not None:
+            flat_values, flat_g = values.reshape(-1, order=order), g.reshape(-1, order=order)
+            scratch = np.empty(_CHUNK, dtype=np.result_type(alpha, g))
+            for start in range(0, flat_values.size, _CHUNK):
+                part = flat_g[start : start + _CHUNK]
+                scaled = np.multiply(part, alpha, out=scratch[: part.size])
+                chunk = flat_values[start : start + _CHUNK]
+                chunk -= scaled
+            return
+    values -= alpha * g
+
+
 class Optimizer:
     def __init__(self, parameters, alpha):
         self.parameters = list(parameters)
@@ -130,7 +157,7 @@ class SGD(Optimizer):
                 v *= momentum
                 v += g
                 g = v
-            values -= alpha * g
+            _subtract_scaled(values, alpha, g)
         self._clear(zero)
 
 
