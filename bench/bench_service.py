@@ -26,7 +26,7 @@ import numpy as np
 from werkzeug.test import EnvironBuilder
 
 import minigrad
-from bench.bench_engine import interleaved_medians
+from bench.bench_engine import interleaved_times
 from minigrad import Linear, Relu, Sequential, Sigmoid, Tanh, Tensor, no_grad
 from service import create_app
 from service.predict import input_batch
@@ -38,6 +38,10 @@ DURATION_S = int(os.environ.get("BENCH_SERVICE_SECONDS", "8"))
 CONNECTIONS = 8
 ROUNDS = 2
 XOR_BATCH = [[0, 0], [0, 1], [1, 0], [1, 1]]
+
+
+def medians(series):
+    return [statistics.median(values) for values in series]
 
 
 def ensure_wrk() -> str | None:
@@ -151,7 +155,8 @@ def large_batch(server: GunicornServer, model: Sequential, rounds: int = 7) -> N
         return json.dumps({"model": "mnist", "version": 1, "outputs": outputs.tolist()})
 
     # Alternating rounds, so the machine's drift hits both sides alike.
-    baseline, service = interleaved_medians([in_process, lambda: _post(server.port, "/predict", body)], rounds, 1)
+    baseline, service = medians(interleaved_times([in_process, lambda: _post(server.port, "/predict", body)],
+                                                  rounds, 1))
     print(f"large batch: 1,000 x 784 to a 784-128-10 model, body {len(body) / 1e6:.1f} MB, median of {rounds} "
           "alternating rounds")
     print(f"  json.loads + forward + json.dumps in one process  {baseline * 1e3:7.1f} ms")
@@ -194,7 +199,7 @@ def where_the_time_goes(model_dir: Path, directory: Path, repeats: int = 3000) -
         "whole GET /healthz through the app": wsgi_call("/healthz"),
         "whole POST /predict through the app": wsgi_call("/predict", body),
     }
-    seconds = interleaved_medians(list(steps.values()), 5, repeats // 5)
+    seconds = medians(interleaved_times(list(steps.values()), 5, repeats // 5))
     print("where a prediction's time goes, in-process (hot loops; medians of 5 alternating rounds):")
     for name, value in zip(steps, seconds):
         print(f"  {name:36s} {value * 1e6:7.1f} us")
