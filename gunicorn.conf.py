@@ -21,9 +21,26 @@ keepalive = 5
 # Large batches (a 1,000 x 784 JSON body is ~16 MB) take a while to read and parse.
 timeout = 60
 graceful_timeout = 10
-accesslog = None
+# One JSON line per request on stdout (the app adds the route and the request id), and gunicorn's own
+# messages as JSON on stderr: see service/request_log.py. The app writes no request line of its own.
+accesslog = "-"
 errorlog = "-"
 loglevel = "info"
+logger_class = "service.request_log.GunicornJsonLogger"
 # gunicorn >= 25 opens a control socket at one fixed path per user; several servers on one machine
 # (tests, benchmarks, a second checkout) would take it from each other. Nothing here uses it.
 control_socket_disable = True
+
+
+# Prometheus: every worker writes its counts to files in one directory, which /metrics sums (see
+# service/metrics.py). It is set up once, by the master, before any worker exists.
+def on_starting(server):
+    from service.metrics import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir()
+
+
+def child_exit(server, worker):
+    from service.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

@@ -9,7 +9,7 @@ import os
 
 from flask import Flask
 
-from . import dashboard, docs, health, inference_v2, models, predict, train_api
+from . import dashboard, docs, health, inference_v2, metrics, models, predict, request_log, train_api
 from .api import Api
 from .config import load_config
 from .docs import ASSETS_URL
@@ -37,6 +37,8 @@ def create_app(config=None) -> Flask:
     os.makedirs(app.config["MINIGRAD_MODEL_DIR"], exist_ok=True)
     app.extensions[EXTENSION_KEY] = ModelRegistry(app.config["MINIGRAD_MODEL_DIR"])
 
+    request_log.init_app(app)
+    metrics.init_app(app)
     api = Api(app)
     app.register_blueprint(docs.blp)
     app.register_blueprint(dashboard.blp)

@@ -18,6 +18,7 @@ import minigrad
 from .api import Blueprint
 from .auth import require_token_for_predictions
 from .errors import register_error_renderer
+from .metrics import record_prediction
 from .registry import LoadedModel, get_registry
 from .v2_codec import (
     BINARY_CONTENT_TYPE,
@@ -215,6 +216,7 @@ def infer(name, version=None):
     parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
     outputs = model.predict(_model_input(parsed, model))
     payload, headers = encode_infer_response(model.name, model.version, parsed.id, _selected_outputs(parsed, outputs))
+    record_prediction(model.name, len(outputs))
     return Response(payload, status=200, headers=headers)
 
 

@@ -13,6 +13,7 @@ from minigrad.format import finite_array
 from .api import Blueprint, documents_problems
 from .auth import require_token_for_predictions
 from .errors import abort_problem
+from .metrics import record_prediction
 from .registry import get_registry
 from .schemas import PredictRequestSchema, PredictResponseSchema
 
@@ -77,6 +78,7 @@ def predict(body):
         abort_problem(422, "Invalid inputs", str(error), type="urn:minigrad:problem:invalid-inputs",
                       errors={"json": {"inputs": [str(error)]}})
     outputs = loaded.predict(batch)
+    record_prediction(loaded.name, len(batch))
     answer = {"model": loaded.name, "version": loaded.version, "outputs": (outputs[0] if flat else outputs).tolist()}
     # Encoded here rather than dumped through the response schema (which documents it): for small
     # models the dump and Flask's sorted-keys encoder would cost more than the forward pass.

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from .metrics import prepare_multiprocess_dir
+
 GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 STOP_TIMEOUT = 20.0
 
@@ -47,6 +49,8 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    # One metrics directory for both, so /metrics also counts the consumer's training time.
+    prepare_multiprocess_dir()
     processes = {
         "gunicorn": start([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), *gunicorn_args]),
         "consumer": start([sys.executable, "-m", "service.worker"]),

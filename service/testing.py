@@ -9,6 +9,7 @@ address and worker count overridden. The server is stopped (SIGTERM, then SIGKIL
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -88,6 +89,18 @@ class GunicornServer:
                 return [int(p) for p in children.read().split()]
         except OSError:
             return []
+
+    @contextlib.contextmanager
+    def serving_only(self, pid: int):
+        """Pause every other worker (SIGSTOP), so the requests made inside can only be served by ``pid``."""
+        others = [p for p in self.worker_pids() if p != pid]
+        for other in others:
+            os.kill(other, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for other in others:
+                os.kill(other, signal.SIGCONT)
 
     def worker_cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by the current workers (Linux): a load test's cost per

@@ -69,19 +69,6 @@ def finished(server, job_id, timeout=60):
                     what=f"job {job_id} to finish")
 
 
-@contextlib.contextmanager
-def only_worker(server, pid):
-    """Pause every other gunicorn worker (SIGSTOP), so the next requests can only be served by ``pid``."""
-    others = [p for p in server.worker_pids() if p != pid]
-    for other in others:
-        os.kill(other, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for other in others:
-            os.kill(other, signal.SIGCONT)
-
-
 def test_xor_end_to_end_and_the_job_is_the_same_through_every_gunicorn_worker(env, tmp_path):
     with service(env, tmp_path) as (server, worker):
         response = requests.post(f"{server.url}/train?wait=30", json=xor_request(save_as="xor"), timeout=60)
@@ -93,7 +80,7 @@ def test_xor_end_to_end_and_the_job_is_the_same_through_every_gunicorn_worker(en
         pids = server.worker_pids()
         assert len(pids) == 2
         for pid in pids:
-            with only_worker(server, pid):
+            with server.serving_only(pid):
                 seen = job(server, trained["id"])
                 assert seen["status"] == "succeeded" and seen["history"] == trained["history"]
                 assert requests.get(f"{server.url}/jobs/{trained['id']}/model", timeout=10).json() == model

@@ -18,6 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import minigrad
+from service.metrics import service_metrics
 from service.registry import RegistryError
 from service.training import TrainingSpec, train
 
@@ -117,6 +118,7 @@ def run_training_job(backend, job_id: str, payload: dict):
         # One BLAS thread per job: training must not take the cores the web workers predict on. Overflow
         # warnings are silenced because fit reports a diverging loss itself, as the job's error.
         with (
+            service_metrics().training_seconds.time(),
             Heartbeat(store, job_id, backend.settings.heartbeat_interval),
             threadpool_limits(limits=1),
             np.errstate(over="ignore", invalid="ignore"),

@@ -23,6 +23,8 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = "queued", "running", "succ
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST)
 ACTIVE = frozenset({QUEUED, RUNNING})
 FINISHED = frozenset(STATUSES) - ACTIVE
+# Records read per round trip when Redis counts them by status.
+COUNT_PAGE = 500
 
 
 class JobStore(ABC):
@@ -49,6 +51,10 @@ class JobStore(ABC):
 
     @abstractmethod
     def count_active(self) -> int: ...
+
+    @abstractmethod
+    def count_by_status(self) -> dict[str, int]:
+        """How many records each status has now (statuses without any may be missing)."""
 
     @abstractmethod
     def running_with_heartbeat_before(self, cutoff: float) -> list[str]: ...
@@ -171,6 +177,10 @@ class SqliteJobStore(JobStore):
         query = "select count(*) from minigrad_job where status in (?, ?)"
         return self._connection().execute(query, (QUEUED, RUNNING)).fetchone()[0]
 
+    def count_by_status(self):
+        query = "select status, count(*) from minigrad_job group by status"
+        return dict(self._connection().execute(query).fetchall())
+
     def running_with_heartbeat_before(self, cutoff):
         query = "select id from minigrad_job where status = ? and heartbeat_at < ?"
         return [i for (i,) in self._connection().execute(query, (RUNNING, cutoff))]
@@ -283,6 +293,18 @@ class RedisJobStore(JobStore):
 
     def count_active(self):
         return self.conn.scard(self.active)
+
+    def count_by_status(self):
+        # No index by status: read the records, a page at a time (finished ones are purged after the
+        # retention period, so there are as many as a week of jobs).
+        counts = {}
+        for start in range(0, self.conn.zcard(self.index), COUNT_PAGE):
+            ids = self.conn.zrange(self.index, start, start + COUNT_PAGE - 1)
+            for raw in self.conn.mget([self._key(i.decode()) for i in ids]) if ids else ():
+                if raw is not None:
+                    status = json.loads(raw)["status"]
+                    counts[status] = counts.get(status, 0) + 1
+        return counts
 
     def running_with_heartbeat_before(self, cutoff):
         return [i.decode() for i in self.conn.zrangebyscore(self.heartbeats, "-inf", f"({cutoff!r}")]

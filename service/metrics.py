@@ -1,0 +1,189 @@
+"""Prometheus metrics: ``GET /metrics`` and what the app, the predictions and the training jobs count.
+
+Under gunicorn every worker is its own process, so the values live in files under
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode) and ``/metrics``, whichever worker
+answers it, sums the files of all of them. ``prepare_multiprocess_dir`` sets that directory up: gunicorn's
+``on_starting`` hook and ``service.serve`` call it before any worker or consumer starts, and a consumer
+started with the same directory (``make serve``, ``minigrad serve``) adds its training time to the same
+sums. Jobs by status are read from the job store at scrape time, so they count every consumer on every
+machine.
+
+prometheus_client chooses in-memory or file-backed values when it is first imported, so it is imported
+here only once a process builds its metrics (``service_metrics()``), never at import of this module: the
+gunicorn master imports the service before it has set the directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from flask import Flask, Response, request
+
+from .config import load_config
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED = "unmatched"  # the route label of requests no route matched (404, 405)
+# Any token is a valid HTTP method; others are counted as "other" so a client cannot add label values.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+log = logging.getLogger(__name__)
+
+
+def prepare_multiprocess_dir(environ=None) -> Path:
+    """The directory of the metric files, set in ``environ`` (``os.environ``) for the processes to come.
+
+    When ``PROMETHEUS_MULTIPROC_DIR`` is unset it becomes ``$MINIGRAD_DATA_DIR/metrics``, emptied of an
+    earlier run's files (their counts would be summed in again). A directory set by someone else is only
+    created: its owner decides when it is wiped (a consumer may already be writing there).
+    """
+    environ = os.environ if environ is None else environ
+    given = environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    path = Path(load_config(environ=environ)["MINIGRAD_DATA_DIR"]) / "metrics"
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    environ[MULTIPROC_ENV] = str(path)
+    return path
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn's ``child_exit``: drop the live gauges of a worker that exited (its counts stay)."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+# Seconds; predictions take about a millisecond, large batches and waits for jobs up to tens of seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TRAINING_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
+
+
+class ServiceMetrics:
+    """The metric objects of one process (built once, by ``service_metrics()``)."""
+
+    def __init__(self):
+        from prometheus_client import Counter, Histogram
+
+        self.requests = Counter("minigrad_http_requests", "HTTP requests answered, by route (the URL rule, "
+                                "such as /models/<name>), method and status.", ["route", "method", "status"])
+        self.latency = Histogram("minigrad_http_request_duration_seconds", "Time in the application per "
+                                 "request, by route, method and status.",
+                                 ["route", "method", "status"], buckets=LATENCY_BUCKETS)
+        self.predictions = Counter("minigrad_predictions", "Prediction requests answered (POST /predict and "
+                                   "/v2 infer), by model.", ["model"])
+        self.predicted_rows = Counter("minigrad_predicted_rows", "Rows predicted, by model.", ["model"])
+        self.training_seconds = Histogram("minigrad_training_seconds", "Wall time of training runs in the "
+                                          "consumers, whatever their outcome.", buckets=TRAINING_BUCKETS)
+        # One (counter, histogram) pair per label combination: .labels() on every request costs more
+        # than the counting itself. Bounded: the route is the URL rule (/models/<name>), never the path.
+        self._per_route = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        pair = self._per_route.get(key)
+        if pair is None:
+            labels = (route, method, str(status))
+            pair = self._per_route.setdefault(key, (self.requests.labels(*labels), self.latency.labels(*labels)))
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+
+_built: ServiceMetrics | None = None
+_building = threading.Lock()
+
+
+def service_metrics() -> ServiceMetrics:
+    """This process's metrics, built on first use (after ``PROMETHEUS_MULTIPROC_DIR`` is in place)."""
+    global _built
+    if _built is None:
+        with _building:
+            if _built is None:
+                _built = ServiceMetrics()
+    return _built
+
+
+def record_prediction(model: str, rows: int) -> None:
+    """Count one answered prediction request of ``rows`` rows for ``model``."""
+    metrics = service_metrics()
+    metrics.predictions.labels(model).inc()
+    metrics.predicted_rows.labels(model).inc(rows)
+
+
+class JobStatusCollector:
+    """``minigrad_jobs{status}``: the jobs in the store now, read when scraped (so every consumer's jobs
+    count, on any machine), and ``minigrad_job_store_up``."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        from .jobs.store import STATUSES
+
+        up = GaugeMetricFamily("minigrad_job_store_up", "1 when the job store answered this scrape.")
+        try:
+            counts = self.store.count_by_status()
+        except Exception:  # an unreachable store (Redis down) must not take the other metrics with it
+            log.warning("metrics: the job store did not answer", exc_info=True)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        jobs = GaugeMetricFamily("minigrad_jobs", "Jobs in the job store, by status.", labels=["status"])
+        for status in STATUSES:
+            jobs.add_metric([status], counts.get(status, 0))
+        yield jobs
+
+
+def _exposition() -> bytes:
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from .jobs import get_job_backend
+
+    if os.environ.get(MULTIPROC_ENV):
+        processes = CollectorRegistry()
+        MultiProcessCollector(processes)
+    else:  # one process (flask run, the test client): its own values
+        processes = REGISTRY
+    jobs = CollectorRegistry()
+    jobs.register(JobStatusCollector(get_job_backend().store))
+    return generate_latest(processes) + generate_latest(jobs)
+
+
+def metrics_view():
+    return Response(_exposition(), content_type=CONTENT_TYPE)
+
+
+def init_app(app: Flask) -> None:
+    """Count every request (URL rule, method, status, time) and serve ``GET /metrics``."""
+    metrics = service_metrics()
+    started_key = "minigrad.started"
+
+    @app.before_request
+    def start_clock():
+        request.environ[started_key] = time.perf_counter()
+
+    @app.after_request
+    def count_request(response):
+        started = request.environ.get(started_key)
+        if started is not None:
+            method = request.method if request.method in METHODS else "other"
+            rule = request.url_rule
+            metrics.observe_request(rule.rule if rule is not None else UNMATCHED, method, response.status_code,
+                                    time.perf_counter() - started)
+        return response
+
+    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
