@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from service.jobs.testing import RedisUnavailable
 from service.jobs.testing import redis_server as service_redis_server
 from service.testing import REPO_ROOT as REPO
+from service.testing import free_port
 
 XOR_ARCHITECTURE = [
     {"type": "Linear", "in_features": 2, "out_features": 3},
@@ -118,3 +120,23 @@ class WorkerProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def start_serve(env, log):
+    """``python -m service.serve`` on a free port; another one if the port was taken meanwhile."""
+    for _ in range(3):
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "service.serve"], cwd=REPO, env={**env, "PORT": str(port)},
+                                   stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+        url = f"http://127.0.0.1:{port}"
+
+        def up(process=process, url=url):
+            if process.poll() is not None:
+                return "exited"
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+            return False
+
+        if wait_for(up, 30, what="gunicorn under service.serve") is True:
+            return process, url
+    raise AssertionError(f"service.serve did not start:\n{log.read_text()}")

@@ -22,11 +22,12 @@ from jobs_support import (
     job_env,
     redis_server,
     slow_request,
+    start_serve,
     wait_for,
     xor_request,
 )
 
-from service.testing import GunicornServer, free_port
+from service.testing import GunicornServer
 
 FAST_HEARTBEAT = {"MINIGRAD_HEARTBEAT_INTERVAL": 0.2, "MINIGRAD_HEARTBEAT_TIMEOUT": 2, "MINIGRAD_POLL_INTERVAL": 0.05}
 
@@ -147,26 +148,6 @@ def test_the_same_request_and_seed_give_the_same_bits_through_the_service(sqlite
             documents.append(requests.get(f"{server.url}/jobs/{trained['id']}/model", timeout=10).json())
         # JSON floats round-trip exactly (repr), so equal documents mean bit-identical weights.
         assert documents[0]["layers"] == documents[1]["layers"]
-
-
-def start_serve(env, log):
-    """``python -m service.serve`` on a free port; another one if the port was taken meanwhile."""
-    for _ in range(3):
-        port = free_port()
-        process = subprocess.Popen([sys.executable, "-m", "service.serve"], cwd=REPO, env={**env, "PORT": str(port)},
-                                   stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-        url = f"http://127.0.0.1:{port}"
-
-        def up(process=process, url=url):
-            if process.poll() is not None:
-                return "exited"
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-            return False
-
-        if wait_for(up, 30, what="gunicorn under service.serve") is True:
-            return process, url
-    raise AssertionError(f"service.serve did not start:\n{log.read_text()}")
 
 
 def test_serve_starts_gunicorn_and_the_consumer_and_ctrl_c_stops_both(sqlite_env, tmp_path):

@@ -1,0 +1,119 @@
+"""Graceful shutdown with real processes: SIGTERM lets a request in flight finish (gunicorn alone, and
+under ``python -m service.serve``, which forwards it to gunicorn and the consumer), and a job running
+in the consumer goes back to the queue and runs to the end after a restart -- never silently lost."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from jobs_support import XOR_INPUTS, XOR_TARGETS, job_env, start_serve, wait_for, xor_request
+
+from service.jobs.store import SqliteJobStore
+
+ROWS = [[0.25 * (i % 5), 1.0 - 0.125 * (i % 9)] for i in range(2000)]
+
+
+class SlowUpload:
+    """A POST whose body arrives in two halves: the request is in the server's hands (headers read, the
+    view reading the body) until ``finish`` sends the rest -- an in-flight request that cannot finish early."""
+
+    def __init__(self, url: str, path: str, document: dict):
+        parts = urlsplit(url)
+        self.body = json.dumps(document).encode()
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        self.connection.putrequest("POST", path)
+        self.connection.putheader("Content-Type", "application/json")
+        self.connection.putheader("Content-Length", str(len(self.body)))
+        self.connection.endheaders(self.body[: len(self.body) // 2])
+        time.sleep(0.5)  # let a worker take the connection and start on the request
+
+    def finish(self) -> tuple[int, dict]:
+        self.connection.send(self.body[len(self.body) // 2:])
+        response = self.connection.getresponse()
+        return response.status, json.loads(response.read())
+
+
+def serves_no_new_requests(url: str) -> bool:
+    # The workers stop accepting; until the last one exits, the kernel may still queue a connection.
+    try:
+        requests.get(url + "/healthz", timeout=1)
+    except (requests.ConnectionError, requests.Timeout):
+        return True
+    return False
+
+
+def test_sigterm_lets_a_request_in_flight_finish(gunicorn, model_dir, tmp_path):
+    server = gunicorn(env={"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": tmp_path / "var"}, workers=2)
+    upload = SlowUpload(server.url, "/predict", {"model": "xor", "inputs": ROWS})
+    server.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: serves_no_new_requests(server.url), 10, what="the workers to stop taking requests")
+    assert server.process.poll() is None  # still waiting for the request in flight
+
+    status, answer = upload.finish()
+    assert status == 200 and len(answer["outputs"]) == len(ROWS)
+    assert server.process.wait(timeout=15) == 0
+
+
+@pytest.fixture
+def env(model_dir, tmp_path):
+    assert model_dir == tmp_path / "models"  # job_env's model directory, with the shipped models in it
+    return job_env(tmp_path, MINIGRAD_HEARTBEAT_INTERVAL=0.2, MINIGRAD_POLL_INTERVAL=0.05)
+
+
+def children(process) -> list[int]:
+    with open(f"/proc/{process.pid}/task/{process.pid}/children") as listed:
+        return [int(pid) for pid in listed.read().split()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped
+    except FileNotFoundError:
+        return True
+
+
+def test_sigterm_to_serve_finishes_requests_and_puts_the_running_job_back_in_the_queue(env, tmp_path):
+    medium = xor_request(data={"inputs": XOR_INPUTS * 64, "targets": XOR_TARGETS * 64}, batch_size=1, epochs=150)
+    log = tmp_path / "serve.log"
+    process, url = start_serve(env, log)
+    try:
+        job_id = requests.post(f"{url}/train", json=medium, timeout=10).json()["id"]
+        wait_for(lambda: requests.get(f"{url}/jobs/{job_id}", timeout=10).json()["progress"]["epoch"] >= 1, 30,
+                 what="the job to be running")
+        gunicorn_and_consumer = children(process)
+        assert len(gunicorn_and_consumer) == 2
+
+        upload = SlowUpload(url, "/predict", {"model": "xor", "inputs": ROWS})
+        process.send_signal(signal.SIGTERM)
+        status, answer = upload.finish()
+        assert status == 200 and len(answer["outputs"]) == len(ROWS)
+        assert process.wait(timeout=30) == 0, log.read_text()
+        assert all(gone(pid) for pid in gunicorn_and_consumer)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    # With everything stopped, the store says where the job is: back in the queue, its partial run forgotten.
+    record = SqliteJobStore(tmp_path / "var" / "jobs.sqlite3").get(job_id)
+    assert record["status"] == "queued" and record["epoch"] == 0 and record["worker"] is None
+
+    process, url = start_serve(env, log)
+    try:
+        finished = wait_for(lambda: (j := requests.get(f"{url}/jobs/{job_id}", timeout=10).json())["status"]
+                            not in ("queued", "running") and j, 60, what="the job to run again")
+        assert finished["status"] == "succeeded" and len(finished["history"]) == 150
+        # serve gave the consumer gunicorn's metrics directory: its training run is in /metrics.
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        assert "minigrad_training_seconds_count 1.0" in metrics.splitlines()
+        process.send_signal(signal.SIGINT)  # Ctrl-C under make serve: the same orderly stop
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
