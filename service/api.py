@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http
 import json
+import sys
 from copy import deepcopy
 from functools import wraps
 
@@ -18,13 +19,13 @@ from flask import Request, request
 from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .auth import SECURITY_SCHEME, SECURITY_SCHEME_NAME
 from .errors import PROBLEM_MIMETYPE, abort_problem, register_error_handlers, validation_problem
 from .schemas import ProblemSchema
 
-__all__ = ["Api", "Blueprint", "parse_json_body", "read_json_body", "documents_problems"]
+__all__ = ["Api", "Blueprint", "parse_json_body", "read_body", "read_json_body", "documents_problems"]
 
 
 def _reject_constant(name: str):
@@ -46,6 +47,8 @@ def parse_json_body(data: bytes):
         detail = "The request body is nested too deeply."
     except ValueError as error:  # NaN/Infinity literals, integers with too many digits
         detail = f"The request body is not valid JSON: {error}."
+        if "integer string conversion" in str(error):  # Python's message would tell the client to call sys.*
+            detail = f"The request body has an integer of more than {sys.get_int_max_str_digits()} digits."
     abort_problem(400, "Invalid JSON", detail, type="urn:minigrad:problem:invalid-json")
 
 
@@ -56,11 +59,15 @@ def read_json_body(request: Request):
     if mimetype and not core.is_json(mimetype):
         abort_problem(415, detail=f"Expected a JSON body (Content-Type: application/json), got {mimetype!r}.",
                       type="urn:minigrad:problem:unsupported-media-type")
-    return parse_json_body(_read_body(request))
+    return parse_json_body(read_body(request))
 
 
-def _read_body(request: Request) -> bytes:
-    """The whole body, refused with 413 when over ``MAX_CONTENT_LENGTH``.
+_CUT_OFF = "The client closed the connection before it sent the whole request body."
+
+
+def read_body(request: Request) -> bytes:
+    """The whole body, refused with 413 when over ``MAX_CONTENT_LENGTH``, and with 400 when the client
+    goes away before sending all of it (gunicorn raises an ``OSError``, which would otherwise be a 500).
 
     With a Content-Length: one read of the WSGI stream (werkzeug's ``get_data`` wraps the stream and
     copies through buffers: 6 us of a 140 us prediction). Without one (chunked), werkzeug's limited
@@ -68,11 +75,17 @@ def _read_body(request: Request) -> bytes:
     "exactly the limit" (gunicorn marks such streams terminated; otherwise werkzeug reads nothing).
     """
     length, limit = request.content_length, request.max_content_length
-    if length is not None and (limit is None or length <= limit):
-        return request.environ["wsgi.input"].read(length)
-    if length is not None or not request.environ.get("wsgi.input_terminated"):
-        return request.get_data(cache=True)  # 413 for a declared length over the limit
-    data = request.input_stream.read(-1 if limit is None else limit + 1)
+    try:
+        if length is not None and (limit is None or length <= limit):
+            data = request.environ["wsgi.input"].read(length)
+            if len(data) < length:
+                raise ClientDisconnected(_CUT_OFF)
+            return data
+        if length is not None or not request.environ.get("wsgi.input_terminated"):
+            return request.get_data(cache=True)  # 413 for a declared length over the limit
+        data = request.input_stream.read(-1 if limit is None else limit + 1)
+    except (OSError, ClientDisconnected):  # gunicorn's reader, or werkzeug's, found the body cut off mid-way
+        raise ClientDisconnected(_CUT_OFF) from None
     if limit is not None and len(data) > limit:
         raise RequestEntityTooLarge()
     return data

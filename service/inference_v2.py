@@ -15,7 +15,7 @@ from marshmallow import Schema, fields
 
 import minigrad
 
-from .api import Blueprint
+from .api import Blueprint, read_body
 from .auth import require_token_for_predictions
 from .errors import register_error_renderer
 from .metrics import record_prediction
@@ -212,7 +212,7 @@ def infer(name, version=None):
     """Run the model on a batch: JSON data (flat or nested, row-major) or binary tensor data."""
     model = _lookup(name, version)
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    body = decode_body(request.get_data(cache=False), request.headers.get("Content-Encoding"), limit)
+    body = decode_body(read_body(request), request.headers.get("Content-Encoding"), limit)
     parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
     outputs = model.predict(_model_input(parsed, model))
     payload, headers = encode_infer_response(model.name, model.version, parsed.id, _selected_outputs(parsed, outputs))
