@@ -128,7 +128,8 @@ _REGISTRY_PROBLEMS = (
 def _registry_problem(error: RegistryError) -> tuple[int, str, str]:
     """(status, title, type slug) of a registry error."""
     if isinstance(error, ModelStorageError):  # the request was fine; the disk said no
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        # EFBIG: the file may not grow (RLIMIT_FSIZE, or the file system's largest file); as full as a full disk.
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return 507, "Insufficient Storage", "storage-full"
         return 503, "Model directory not writable", "storage-unavailable"
     for kind, status, title, slug in _REGISTRY_PROBLEMS:
