@@ -68,8 +68,9 @@ def _seconds(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def run_wrk(wrk: str, url: str, script: str | None = None) -> dict:
-    command = [wrk, "-t2", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", "--latency", url]
+def run_wrk(wrk: str, url: str, script: str | None = None, connections: int = CONNECTIONS,
+            seconds: int = DURATION_S) -> dict:
+    command = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script:
         command[1:1] = ["-s", script]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
