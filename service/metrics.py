@@ -178,11 +178,12 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def count_request(response):
-        started = request.environ.get(started_key)
+        current = request._get_current_object()  # one look-up of the proxy, not one per attribute
+        started = current.environ.get(started_key)
         if started is not None:
-            method = request.method if request.method in METHODS else "other"
-            rule = request.url_rule
-            metrics.observe_request(rule.rule if rule is not None else UNMATCHED, method, response.status_code,
+            rule, method = current.url_rule, current.method
+            metrics.observe_request(rule.rule if rule is not None else UNMATCHED,
+                                    method if method in METHODS else "other", response.status_code,
                                     time.perf_counter() - started)
         return response
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from jobs_support import (
     wait_for,
     xor_request,
 )
+from readme_support import sh_blocks
 
 from service.testing import GunicornServer
 
@@ -191,8 +191,7 @@ def test_the_worker_command_starts_a_consumer_alone(command, sqlite_env, tmp_pat
 def test_the_readme_training_example_works_as_printed(sqlite_env, tmp_path):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed: README's curl example cannot be run")
-    section = (REPO / "README.md").read_text().split("## Training jobs\n", 1)[1].split("\n## ", 1)[0]
-    script = re.search(r"```sh\n(.*?)```", section, flags=re.S).group(1)
+    script = sh_blocks("Training jobs")[0]
     with service(sqlite_env, tmp_path) as (server, worker):
         output = subprocess.run(["bash", "-c", script.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")],
                                 capture_output=True, text=True, check=True, timeout=60).stdout

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import requests
 from conftest import REPO, TOKEN
+from readme_support import sh_blocks
 
 import minigrad
 from minigrad import Linear, Relu, Sequential, Tensor, no_grad
@@ -116,15 +117,10 @@ def test_the_server_stops(gunicorn, model_dir, tmp_path):
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]  # workers went with the master
 
 
-def readme_section(title: str) -> str:
-    return re.search(rf"^## {title}\n(.*?)(?=^## )", (REPO / "README.md").read_text(), flags=re.S | re.M).group(1)
-
-
 def readme_curl_examples() -> list[tuple[str, str | None]]:
     """(command, expected output or None) for the curl commands of README's quickstart and service sections."""
-    text = readme_section("Quickstart") + readme_section("The prediction service")
     examples = []
-    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+    for block in sh_blocks("Quickstart") + sh_blocks("The prediction service"):
         lines = block.replace("\\\n", " ").splitlines()
         for i, line in enumerate(lines):
             if line.startswith("curl ") and "127.0.0.1:8000" in line:
