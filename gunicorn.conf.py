@@ -33,7 +33,9 @@ control_socket_disable = True
 
 
 # Prometheus: every worker writes its counts to files in one directory, which /metrics sums (see
-# service/metrics.py). It is set up once, by the master, before any worker exists.
+# service/metrics.py). It is set up once, by the master, before any worker exists. The logger class and
+# these hooks make the master import the service package, as preload_app would: after a code change,
+# restart gunicorn (a HUP would start workers with the code the master already imported).
 def on_starting(server):
     from service.metrics import prepare_multiprocess_dir
 

@@ -16,6 +16,7 @@ from huey.constants import WORKER_TYPES
 from .jobs.backend import JobBackend
 from .jobs.reaper import ReaperThread
 from .jobs.settings import JobSettings
+from .request_log import log_to_stderr_as_json
 
 logger = logging.getLogger("minigrad.worker")
 
@@ -50,8 +51,7 @@ def build_consumer(backend: JobBackend, workers: int = 1, worker_type: str = "th
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr_as_json("", logging.INFO if args.verbose else logging.WARNING)  # as the web service logs
     if args.nice:
         os.nice(args.nice)
     backend = JobBackend(JobSettings.from_env())

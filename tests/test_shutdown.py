@@ -103,6 +103,9 @@ def test_sigterm_to_serve_finishes_requests_and_puts_the_running_job_back_in_the
     # With everything stopped, the store says where the job is: back in the queue, its partial run forgotten.
     record = SqliteJobStore(tmp_path / "var" / "jobs.sqlite3").get(job_id)
     assert record["status"] == "queued" and record["epoch"] == 0 and record["worker"] is None
+    logged = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(line["logger"] == "minigrad.jobs" and f"job {job_id} interrupted" in line["message"]
+               for line in logged)
 
     process, url = start_serve(env, log)
     try:

@@ -7,6 +7,7 @@ submit and read jobs; the consumer (``service.worker``) uses one to run them.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -17,6 +18,8 @@ from .settings import JobSettings
 from .store import QUEUED, RUNNING, SUCCEEDED, RedisJobStore, SqliteJobStore, new_record
 
 TRAIN_TASK = "train"
+
+logger = logging.getLogger("minigrad.jobs")
 
 
 class JobBackend:
@@ -90,3 +93,4 @@ class JobBackend:
         if self.store.update(task.id, expect={RUNNING}, **reset) is not None:
             self.store.clear_history(task.id)
             self.huey.enqueue(task)
+            logger.warning("job %s interrupted by the consumer's shutdown: put back in the queue", task.id)
