@@ -112,6 +112,20 @@ def service_metrics() -> ServiceMetrics:
     return _built
 
 
+def start_metrics_server(host: str, port: int) -> None:
+    """Serve this process's metrics over HTTP from a thread (a consumer's, ``minigrad worker --metrics-port``);
+    with ``PROMETHEUS_MULTIPROC_DIR`` set, the sums of that directory's processes."""
+    from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = REGISTRY
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    service_metrics()  # built now, so the metrics are there (at 0) before the first job
+    start_http_server(port, addr=host, registry=registry)
+
+
 def record_prediction(model: str, rows: int) -> None:
     """Count one answered prediction request of ``rows`` rows for ``model``."""
     metrics = service_metrics()

@@ -16,6 +16,7 @@ from huey.constants import WORKER_TYPES
 from .jobs.backend import JobBackend
 from .jobs.reaper import ReaperThread
 from .jobs.settings import JobSettings
+from .metrics import start_metrics_server
 from .request_log import log_to_stderr_as_json
 
 logger = logging.getLogger("minigrad.worker")
@@ -31,7 +32,17 @@ def parse_args(argv=None):
                         help="CPU niceness added to this process, so predictions on the same machine come "
                              "first (default: $MINIGRAD_WORKER_NICE or 10)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every task, not only warnings")
-    return parser.parse_args(argv)
+    parser.add_argument("--metrics-port", type=int, default=os.environ.get("MINIGRAD_WORKER_METRICS_PORT") or None,
+                        help="serve this consumer's Prometheus metrics (minigrad_training_seconds) on this port, "
+                             "for consumers whose training time the web service's /metrics does not include "
+                             "(other machines, containers); default: $MINIGRAD_WORKER_METRICS_PORT or none")
+    parser.add_argument("--metrics-host", default=os.environ.get("MINIGRAD_WORKER_METRICS_HOST", "127.0.0.1"),
+                        help="address for --metrics-port (0.0.0.0 in a container; default: "
+                             "$MINIGRAD_WORKER_METRICS_HOST or 127.0.0.1)")
+    args = parser.parse_args(argv)
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        parser.error(f"argument --metrics-port: expected a port number (1-65535), got {args.metrics_port}")
+    return args
 
 
 def build_consumer(backend: JobBackend, workers: int = 1, worker_type: str = "thread"):
@@ -52,6 +63,12 @@ def build_consumer(backend: JobBackend, workers: int = 1, worker_type: str = "th
 def main(argv=None) -> None:
     args = parse_args(argv)
     log_to_stderr_as_json("", logging.INFO if args.verbose else logging.WARNING)  # as the web service logs
+    if args.metrics_port is not None:
+        try:
+            start_metrics_server(args.metrics_host, args.metrics_port)
+        except OSError as error:
+            raise SystemExit(f"minigrad-worker: --metrics-port {args.metrics_port}: cannot listen on "
+                             f"{args.metrics_host}:{args.metrics_port}: {error.strerror or error}") from None
     if args.nice:
         os.nice(args.nice)
     backend = JobBackend(JobSettings.from_env())

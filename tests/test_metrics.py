@@ -4,6 +4,7 @@ store; a consumer sharing the directory adds its training time. Real gunicorn, r
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import requests
@@ -11,7 +12,7 @@ from jobs_support import WorkerProcess, job_env, redis_server, wait_for, xor_req
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
-from service.testing import GunicornServer
+from service.testing import GunicornServer, free_port
 
 
 def samples(server) -> dict:
@@ -129,3 +130,31 @@ def test_the_metrics_directory_is_chosen_and_emptied_only_when_unset(tmp_path):
     assert stale.exists()
     given = {MULTIPROC_ENV: str(tmp_path / "elsewhere" / "metrics")}
     assert prepare_multiprocess_dir(given).is_dir()
+
+
+def test_a_consumer_elsewhere_serves_its_training_time_itself(model_dir, tmp_path):
+    env = job_env(tmp_path, MINIGRAD_POLL_INTERVAL=0.05)
+    env.pop(MULTIPROC_ENV, None)  # as on another machine: no directory shared with the web service
+    port = free_port()
+    with GunicornServer(env=env, workers=2) as server:
+        worker = WorkerProcess(env, tmp_path / "worker.log", "--metrics-port", str(port))
+        try:
+            trained = requests.post(f"{server.url}/train?wait=30", json=xor_request(), timeout=60).json()
+            assert trained["status"] == "succeeded"
+            consumer = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines()
+        finally:
+            worker.stop()
+        assert "minigrad_training_seconds_count 1.0" in consumer
+        web = samples(server)  # the web service still counts the job, from the store
+        assert value(web, "minigrad_jobs", status="succeeded") == 1
+        assert value(web, "minigrad_training_seconds_count") == 0
+
+
+def test_a_metrics_port_in_use_is_refused_plainly(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = WorkerProcess(job_env(tmp_path), tmp_path / "worker.log", "--metrics-port", str(port))
+        assert worker.process.wait(timeout=30) == 1
+    assert f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}" in worker.output()
