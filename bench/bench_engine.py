@@ -301,8 +301,9 @@ def step_table(torch, threads, rounds):
             verdict = "ok" if ratio <= target else "MISSED"
             print(
                 f"{name:36} {t_mine * 1e6:7.1f}us {t_torch * 1e6:7.1f}us {ratio:5.2f}x {target:5.2f}x {verdict:6}"
-                f" {min(mine) / min(theirs):5.2f}x {statistics.median(floor) / t_torch:5.2f}x  {agreement:.0e}"
+                f" {min(mine) / min(theirs):5.2f}x {min(floor) / min(theirs):5.2f}x  {agreement:.0e}"
             )
+    print(f"(load average {os.getloadavg()[0]:.1f})")
 
 
 def run(rounds=25, seeds=range(12)):
@@ -312,10 +313,12 @@ def run(rounds=25, seeds=range(12)):
     print(f"numpy {np.__version__}, torch {torch.__version__}; float32 on both sides")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work slows both sides, not equally)")
     print("training step = forward + MSE(sum) + backward + SGD step + zero grad; median of interleaved blocks")
-    print("ratio = median minigrad / median torch (verdict against the target); by min = fastest round / fastest")
-    print("round, which load from other processes disturbs least; floor = numpy's matrix products of one step")
-    print("alone (what minigrad cannot go below) / median torch; losses = worst relative difference of the two")
-    print("sides' losses over 10 steps from the same weights and batches")
+    print(
+        "ratio = median minigrad / median torch (the verdict); by min = fastest round / fastest round, which\n"
+        "load from other processes disturbs least; floor = numpy's matrix products of one minigrad step alone\n"
+        "(what minigrad cannot go below), fastest round / torch's fastest; losses = worst relative difference\n"
+        "of the two sides' losses over 10 steps from the same weights and batches"
+    )
     # The targets are for numpy's own thread count; one thread shows the engines without threading effects.
     for count in sorted({threads, 1}, reverse=True):
         step_table(torch, count, rounds)
