@@ -57,10 +57,7 @@ class Linear(Layer):
         else:
             w = rng.standard_normal((n_inputs, n_outputs))
         w *= np.sqrt(2.0 / n_inputs)
-        # Column-major storage (same shape and values): each BLAS thread of ``x @ weight`` then reads
-        # its own contiguous half, and the optimizer's in-place update after it finds fewer cache
-        # lines held by the other core -- measured 2x cheaper on a 784x128 update (docs/engine.md).
-        self.weight = Tensor(np.asfortranarray(w, dtype=dtype), autograd=True)
+        self.weight = Tensor(w.astype(dtype, copy=False), autograd=True)
         self.bias = Tensor(np.zeros(n_outputs, dtype=dtype), autograd=True)
         self.parameters.append(self.weight)
         self.parameters.append(self.bias)

@@ -612,8 +612,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
         gw = gb = None
         if a.ndim == 2:
             if needs_w:
-                # In the weight's own memory order, so the optimizer's update streams both arrays.
-                gw = _dot(g.T, a).T if w.strides[0] < w.strides[1] else _dot(a.T, g)
+                gw = _dot(a.T, g)
             gb = _add_reduce(g, 0)
         elif a.ndim == 1:
             if needs_w:
