@@ -4,8 +4,10 @@ in the consumer goes back to the queue and runs to the end after a restart -- ne
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import signal
 import time
 from urllib.parse import urlsplit
@@ -19,11 +21,32 @@ from service.jobs.store import SqliteJobStore
 ROWS = [[0.25 * (i % 5), 1.0 - 0.125 * (i % 9)] for i in range(2000)]
 
 
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listed:
+        return [int(child) for child in listed.read().split()]
+
+
+def accepted(master_pid: int, client_port: int) -> bool:
+    """Whether one of the master's workers holds the server side of the connection from ``client_port``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in rows.readlines()[1:]:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == client_port:  # remote address: our end
+                    inodes.add(f"socket:[{fields[9]}]")
+    for worker in children(master_pid):
+        with contextlib.suppress(OSError):
+            if inodes & {os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")}:
+                return True
+    return False
+
+
 class SlowUpload:
     """A POST whose body arrives in two halves: the request is in the server's hands (headers read, the
     view reading the body) until ``finish`` sends the rest -- an in-flight request that cannot finish early."""
 
-    def __init__(self, url: str, path: str, document: dict):
+    def __init__(self, url: str, path: str, document: dict, master_pid: int):
         parts = urlsplit(url)
         self.body = json.dumps(document).encode()
         self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
@@ -31,7 +54,11 @@ class SlowUpload:
         self.connection.putheader("Content-Type", "application/json")
         self.connection.putheader("Content-Length", str(len(self.body)))
         self.connection.endheaders(self.body[: len(self.body) // 2])
-        time.sleep(0.5)  # let a worker take the connection and start on the request
+        # Until a worker has accepted it, the connection waits in the kernel's queue, and a stopping
+        # server would drop it; once accepted, the worker reads the headers and the view the body.
+        client_port = self.connection.sock.getsockname()[1]
+        wait_for(lambda: accepted(master_pid, client_port), 20, what="a worker to accept the connection")
+        time.sleep(0.2)
 
     def finish(self) -> tuple[int, dict]:
         self.connection.send(self.body[len(self.body) // 2:])
@@ -50,7 +77,7 @@ def serves_no_new_requests(url: str) -> bool:
 
 def test_sigterm_lets_a_request_in_flight_finish(gunicorn, model_dir, tmp_path):
     server = gunicorn(env={"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": tmp_path / "var"}, workers=2)
-    upload = SlowUpload(server.url, "/predict", {"model": "xor", "inputs": ROWS})
+    upload = SlowUpload(server.url, "/predict", {"model": "xor", "inputs": ROWS}, server.process.pid)
     server.process.send_signal(signal.SIGTERM)
     wait_for(lambda: serves_no_new_requests(server.url), 10, what="the workers to stop taking requests")
     assert server.process.poll() is None  # still waiting for the request in flight
@@ -64,11 +91,6 @@ def test_sigterm_lets_a_request_in_flight_finish(gunicorn, model_dir, tmp_path):
 def env(model_dir, tmp_path):
     assert model_dir == tmp_path / "models"  # job_env's model directory, with the shipped models in it
     return job_env(tmp_path, MINIGRAD_HEARTBEAT_INTERVAL=0.2, MINIGRAD_POLL_INTERVAL=0.05)
-
-
-def children(process) -> list[int]:
-    with open(f"/proc/{process.pid}/task/{process.pid}/children") as listed:
-        return [int(pid) for pid in listed.read().split()]
 
 
 def gone(pid: int) -> bool:
@@ -87,10 +109,11 @@ def test_sigterm_to_serve_finishes_requests_and_puts_the_running_job_back_in_the
         job_id = requests.post(f"{url}/train", json=medium, timeout=10).json()["id"]
         wait_for(lambda: requests.get(f"{url}/jobs/{job_id}", timeout=10).json()["progress"]["epoch"] >= 1, 30,
                  what="the job to be running")
-        gunicorn_and_consumer = children(process)
+        gunicorn_and_consumer = children(process.pid)
         assert len(gunicorn_and_consumer) == 2
+        (master,) = [pid for pid in gunicorn_and_consumer if b"gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read()]
 
-        upload = SlowUpload(url, "/predict", {"model": "xor", "inputs": ROWS})
+        upload = SlowUpload(url, "/predict", {"model": "xor", "inputs": ROWS}, master)
         process.send_signal(signal.SIGTERM)
         status, answer = upload.finish()
         assert status == 200 and len(answer["outputs"]) == len(ROWS)
