@@ -105,9 +105,14 @@ class Optimizer:
         """
         params = self.parameters
         grads = [p.grad for p in params]
-        if self._packed is not None and all(g is not None for g in grads) and self._still_packed():
-            gradient = np.concatenate([g.data.ravel() for g in grads])
-            return [(self._packed, gradient, *[state.whole for state in states])]
+        if self._packed is not None and self._still_packed():
+            arrays = []
+            for g in grads:
+                if g is None:
+                    break
+                arrays.append(g.data.ravel())
+            else:
+                return [(self._packed, np.concatenate(arrays), *[state.whole for state in states])]
         return [
             (p.data, g.data, *[state.views[i] for state in states])
             for i, (p, g) in enumerate(zip(params, grads))
