@@ -359,7 +359,9 @@ class Tensor:
 
     def _activation(self, name):
         forward, derivative = _ACTIVATIONS[name]
-        out = forward(self.data, None)
+        data = self.data
+        # numpy returns a scalar, not a 0-d array, for a 0-d input without ``out``; give it one.
+        out = forward(data, None if data.ndim else np.empty_like(data))
         if _records(self):
             return _node(out, name, (self,), lambda g: (derivative(g, out),))
         return _constant(out)
@@ -557,9 +559,7 @@ def _tanh(x, out):
 
 
 def _tanh_derivative(g, y):
-    d = y * y
-    np.subtract(_constants(y.dtype).one, d, out=d)
-    return g * d
+    return g * (_constants(y.dtype).one - y * y)
 
 
 def _sigmoid(x, out):

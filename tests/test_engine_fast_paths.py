@@ -1,0 +1,115 @@
+"""The engine's speed paths compute exactly what the plain paths compute.
+
+Fused Linear+activation nodes, packed optimizer parameters and chunked SGD updates exist only for
+speed (docs/engine.md); these tests pin them to the unfused, per-tensor, one-shot arithmetic.
+"""
+
+import numpy as np
+import pytest
+from gradcheck import assert_gradients_match
+
+from minigrad import SGD, Adam, Linear, MSELoss, Relu, Sequential, Sigmoid, Tanh, Tensor, optim
+
+rng = np.random.default_rng(11)
+LAYERS = {"tanh": Tanh, "sigmoid": Sigmoid, "relu": Relu}
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_activations_of_a_0d_tensor(name, dtype):
+    x = Tensor(np.array(0.5, dtype=dtype), autograd=True)
+    y = getattr(x, name)()
+    y.backward()
+    expected = {"tanh": np.tanh(0.5), "sigmoid": 1 / (1 + np.exp(-0.5)), "relu": 0.5}[name]
+    slope = {"tanh": 1 - np.tanh(0.5) ** 2, "sigmoid": expected * (1 - expected), "relu": 1.0}[name]
+    assert isinstance(y.data, np.ndarray) and y.data.dtype == dtype
+    np.testing.assert_allclose(y.data, expected, rtol=1e-6)
+    np.testing.assert_allclose(x.grad.data, slope, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_fused_linear_activation_equals_the_separate_ops(name):
+    model = Sequential([Linear(4, 3, rng=np.random.default_rng(0)), LAYERS[name]()])
+    twin = Linear(4, 3, rng=np.random.default_rng(0))
+    x = rng.normal(size=(5, 4))
+    a, b = Tensor(x, autograd=True), Tensor(x, autograd=True)
+    fused = model(a)
+    separate = getattr(twin(b), name)()
+    assert fused.creation_op == f"linear_{name}"
+    np.testing.assert_array_equal(fused.data, separate.data)
+    (fused * fused).sum().backward()
+    (separate * separate).sum().backward()
+    for p, q in zip(model.get_parameters() + [a], twin.get_parameters() + [b]):
+        np.testing.assert_allclose(p.grad.data, q.grad.data, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_fused_linear_gradients_match_finite_differences(name):
+    def f(x, w, b):
+        layer = Linear(3, 2)
+        layer.weight, layer.bias = w, b
+        return Sequential([layer, LAYERS[name]()])(x)
+
+    assert_gradients_match(f, [rng.normal(size=(4, 3)), rng.normal(size=(3, 2)), rng.normal(size=2)])
+
+
+def test_a_subclass_overriding_forward_is_not_fused():
+    class Doubled(Tanh):
+        def forward(self, input):
+            return input.tanh() * 2
+
+    model = Sequential([Linear(2, 2, rng=np.random.default_rng(0)), Doubled()])
+    x = rng.normal(size=(3, 2))
+    np.testing.assert_allclose(model(Tensor(x)).data, 2 * np.tanh(model.layers[0](Tensor(x)).data))
+
+
+def train(factory, pack_limit, monkeypatch, steps=5, replace_at=None):
+    """Weights after ``steps`` steps of a small MLP, with optimizers packing up to ``pack_limit`` values."""
+    monkeypatch.setattr(optim, "PACK_LIMIT", pack_limit)
+    model = Sequential([Linear(3, 4, rng=np.random.default_rng(1)), Tanh(), Linear(4, 2, rng=np.random.default_rng(2))])
+    optimizer = factory(model.get_parameters())
+    data = np.random.default_rng(3)
+    x, y = data.normal(size=(6, 3)), data.normal(size=(6, 2))
+    for step in range(steps):
+        if step == replace_at:  # as when weights are loaded into a model being trained
+            model.layers[0].weight.data = np.full((3, 4), 0.1)
+        MSELoss()(model(Tensor(x)), Tensor(y)).backward()
+        optimizer.step()
+    return [p.data.copy() for p in model.get_parameters()]
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda p: SGD(p, alpha=0.05),
+        lambda p: SGD(p, alpha=0.05, momentum=0.9, weight_decay=0.01),
+        lambda p: Adam(p, alpha=0.01),
+    ],
+)
+@pytest.mark.parametrize("replace_at", [None, 2])
+def test_packed_parameters_update_exactly_like_separate_ones(factory, replace_at, monkeypatch):
+    packed = train(factory, 1 << 16, monkeypatch, replace_at=replace_at)
+    separate = train(factory, 0, monkeypatch, replace_at=replace_at)
+    for a, b in zip(packed, separate):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_packed_optimizer_skips_a_parameter_without_gradient():
+    w, v = Tensor(np.ones(3), autograd=True), Tensor(np.ones(2), autograd=True)
+    optimizer = SGD([w, v], alpha=0.5)
+    (w * w).sum().backward()
+    optimizer.step()
+    np.testing.assert_array_equal(w.data, [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(v.data, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_sgd_update_equals_the_one_shot_formula(order, dtype):
+    shape = (700, 400)  # above the chunking threshold
+    values = np.asarray(rng.normal(size=shape).astype(dtype), order=order)
+    g = np.asarray(rng.normal(size=shape).astype(dtype), order=order)
+    expected = values - 0.01 * g
+    optim._subtract_scaled(values, 0.01, g)
+    assert values.dtype == dtype
+    np.testing.assert_array_equal(values, expected)
