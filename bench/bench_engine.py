@@ -38,12 +38,12 @@ FIT_TARGET = 0.5
 DIGITS_SETTINGS = {"hidden": 64, "alpha": 1e-3, "batch": 32, "epochs": 30}
 
 
-def blas_threads() -> int:
-    """Threads numpy's BLAS uses."""
+def blas_pool() -> dict:
+    """threadpoolctl's description of numpy's BLAS: library, version, kernel architecture, threads."""
     from threadpoolctl import threadpool_info
 
-    counts = [pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "blas"]
-    return max(counts) if counts else 1
+    pools = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    return pools[0] if pools else {"internal_api": "unknown", "num_threads": 1}
 
 
 SETTLE_SECONDS = 0.15  # longer than OpenBLAS's and libgomp's spin before their threads sleep
@@ -309,8 +309,12 @@ def step_table(torch, threads, rounds):
 def run(rounds=25, seeds=range(12)):
     import torch
 
-    threads = blas_threads()
-    print(f"numpy {np.__version__}, torch {torch.__version__}; float32 on both sides")
+    blas = blas_pool()
+    threads = blas["num_threads"]
+    print(
+        f"numpy {np.__version__} with {blas['internal_api']} {blas.get('version', '')} "
+        f"({blas.get('architecture', '?')} kernels, {threads} threads), torch {torch.__version__}; float32 both sides"
+    )
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work slows both sides, not equally)")
     print("training step = forward + MSE(sum) + backward + SGD step + zero grad; median of interleaved blocks")
     print(
