@@ -46,3 +46,10 @@ def child_exit(server, worker):
     from service.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    # gunicorn's own error answers (URI too long, bad request line...) as problem+json, not HTML.
+    from service.gunicorn_problems import install
+
+    install()
