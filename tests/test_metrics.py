@@ -158,3 +158,21 @@ def test_a_metrics_port_in_use_is_refused_plainly(tmp_path):
         worker = WorkerProcess(job_env(tmp_path), tmp_path / "worker.log", "--metrics-port", str(port))
         assert worker.process.wait(timeout=30) == 1
     assert f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}" in worker.output()
+
+
+def test_an_unreachable_job_store_leaves_the_other_metrics_answering(model_dir, tmp_path):
+    server = None
+    try:
+        with redis_server(tmp_path) as url:
+            env = job_env(tmp_path, MINIGRAD_REDIS_URL=url)
+            env.pop(MULTIPROC_ENV, None)
+            server = GunicornServer(env=env, workers=1).start()
+            assert value(samples(server), "minigrad_job_store_up") == 1
+        predict(server, "xor", [[0, 1]])  # redis-server is stopped now; gunicorn is not
+        scrape = samples(server)
+    finally:
+        if server is not None:
+            server.stop()
+    assert value(scrape, "minigrad_job_store_up") == 0
+    assert ("minigrad_jobs", (("status", "queued"),)) not in scrape  # unknown, so not reported as 0
+    assert value(scrape, "minigrad_predictions_total", model="xor") == 1
