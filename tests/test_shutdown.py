@@ -102,7 +102,7 @@ def gone(pid: int) -> bool:
 
 
 def test_sigterm_to_serve_finishes_requests_and_puts_the_running_job_back_in_the_queue(env, tmp_path):
-    medium = xor_request(data={"inputs": XOR_INPUTS * 64, "targets": XOR_TARGETS * 64}, batch_size=1, epochs=150)
+    medium = xor_request(data={"inputs": XOR_INPUTS * 64, "targets": XOR_TARGETS * 64}, batch_size=1, epochs=400)
     log = tmp_path / "serve.log"
     process, url = start_serve(env, log)
     try:
@@ -134,7 +134,7 @@ def test_sigterm_to_serve_finishes_requests_and_puts_the_running_job_back_in_the
     try:
         finished = wait_for(lambda: (j := requests.get(f"{url}/jobs/{job_id}", timeout=10).json())["status"]
                             not in ("queued", "running") and j, 60, what="the job to run again")
-        assert finished["status"] == "succeeded" and len(finished["history"]) == 150
+        assert finished["status"] == "succeeded" and len(finished["history"]) == 400
         # serve gave the consumer gunicorn's metrics directory: its training run is in /metrics.
         metrics = requests.get(f"{url}/metrics", timeout=10).text
         assert "minigrad_training_seconds_count 1.0" in metrics.splitlines()
