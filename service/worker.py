@@ -77,7 +77,12 @@ def main(argv=None) -> None:
                    backend.backend_name, args.workers, args.worker_type, settings.heartbeat_timeout)
     reaper = ReaperThread(backend, interval=max(0.5, min(settings.heartbeat_timeout / 2, 30.0)))
     reaper.start()
-    build_consumer(backend, args.workers, args.worker_type).run()
+    consumer = build_consumer(backend, args.workers, args.worker_type)
+    # Huey installs its Ctrl-C/SIGTERM handlers only after it has logged "consumer started" and
+    # started its workers; a signal in between would kill the process with a KeyboardInterrupt.
+    # Installing the same handlers first makes such a signal a normal (graceful) stop.
+    consumer._set_signal_handlers()
+    consumer.run()
     reaper.stopped.set()
 
 
