@@ -26,8 +26,8 @@ import numpy as np
 import tritonclient.http as triton
 
 import minigrad
-from bench.bench_engine import interleaved_medians
-from bench.bench_service import CONNECTIONS, DURATION_S, ensure_wrk, run_wrk
+from bench.bench_engine import interleaved_times
+from bench.bench_service import CONNECTIONS, DURATION_S, ensure_wrk, medians, run_wrk
 from minigrad import Linear, Relu, Sequential
 from service.testing import REPO_ROOT, GunicornServer
 from service.v2_codec import HEADER_LENGTH
@@ -91,9 +91,9 @@ def large_batch(server: GunicornServer, rounds: int = 7) -> None:
             return client.infer("mnist", [tensor]).as_numpy("output")
 
         assert triton_infer().tobytes() == from_json.tobytes(), "tritonclient and JSON /predict disagree"
-        json_time, binary_time, triton_time = interleaved_medians(
+        json_time, binary_time, triton_time = medians(interleaved_times(
             [json_predict, binary_infer, triton_infer], rounds, per_round=2
-        )
+        ))
 
     print(f"large batch: 1,000 x 784 float64 to a 784-128-10 model, median of {rounds} interleaved rounds")
     print(f"  POST /predict, JSON body {len(json_body) / 1e6:.1f} MB                {json_time * 1e3:8.1f} ms")

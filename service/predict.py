@@ -67,7 +67,7 @@ def _first_message(messages, where: str) -> str:
 @blp.route("/predict", methods=["POST"])
 @require_token_for_predictions
 @blp.arguments(PredictRequestSchema)
-@blp.response(200, PredictResponseSchema)
+@blp.answered_by_view(200, PredictResponseSchema)
 @documents_problems(400, 404, 413, 415)
 def predict(body):
     """Run a model on a batch of rows, or on one flat row (answered as one flat row)."""

@@ -6,10 +6,14 @@ Layout under the model directory (``MINIGRAD_MODEL_DIR``)::
     <name>.json              a document placed by hand: version 1 of <name>
                              (``<name>/1.json`` wins when both exist)
 
-Every lookup looks at the directory (a listing and a ``stat``, no parsing), so a file added, replaced
-or removed by hand or by another worker is seen by the next request without a restart. A parsed
-model is cached per process and re-read only when its file's identity (inode, size, mtime, ctime)
-changed. Writers never modify a file in place: a complete temporary file is linked to its final
+Every lookup looks at the disk (no parsing), so a file added, replaced or removed by hand or by
+another worker is seen by the next request without a restart: a ``stat`` of ``<name>/`` (whose mtime
+moves whenever a version file is linked, renamed or removed there) tells whether the listing of
+versions still holds, and a ``stat`` of the chosen file whether it was changed. A directory changed
+within the last second is listed again on every lookup (its mtime has the file system's coarse clock:
+two changes within one tick would look like one), and an unknown version or model is always looked
+for afresh. A parsed model is cached per process and re-read only when its file's identity (inode,
+size, mtime, ctime) changed. Writers never modify a file in place: a complete temporary file is linked to its final
 name, so a reader sees either no file or the whole of it.
 """
 
@@ -22,6 +26,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +54,8 @@ EXTENSION_KEY = "minigrad.registry"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NAME = re.compile(MODEL_NAME_PATTERN)
 _VERSION_FILE = re.compile(r"^([1-9][0-9]{0,17})\.json$")
+# A directory's listing is reused only once its mtime is this much older than the clock (see above).
+_SETTLED_NS = 1_000_000_000
 
 
 class RegistryError(Exception):
@@ -149,6 +156,7 @@ class ModelRegistry:
     def __init__(self, directory):
         self.directory = os.path.abspath(os.fspath(directory))
         self._cache: dict[str, tuple[tuple, LoadedModel]] = {}
+        self._listings: dict[str, tuple[tuple | None, dict[int, str]]] = {}  # name -> (its directory's stat, paths)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ reading
@@ -171,18 +179,25 @@ class ModelRegistry:
 
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         """The given version of ``name`` (the latest when ``None``), from the cache when unchanged on disk."""
-        paths = self._version_paths(name)
-        if version is None:
-            version = max(paths)
-        elif version not in paths:
-            raise VersionNotFound(name, version, sorted(paths))
-        path = paths[version]
-        try:
-            identity = _file_identity(os.stat(path))
-        except FileNotFoundError:  # removed between the listing and now
-            with self._lock:  # other threads may be walking the cache
-                self._cache.pop(path, None)
-            raise VersionNotFound(name, version, self.versions(name)) from None
+        paths = self._listed_paths(name)
+        if version is not None and version not in paths:
+            paths = self._version_paths(name)  # a miss is checked against the disk, never the listing
+        for fresh in (False, True):
+            chosen = max(paths) if version is None else version
+            if chosen not in paths:
+                raise VersionNotFound(name, version, sorted(paths))
+            path = paths[chosen]
+            try:
+                identity = _file_identity(os.stat(path))
+                break
+            except FileNotFoundError:  # removed since the listing (a reused one, or one made just now)
+                with self._lock:  # other threads may be walking the cache
+                    self._cache.pop(path, None)
+                self._listings.pop(name, None)
+                if fresh:
+                    raise VersionNotFound(name, chosen, self.versions(name)) from None
+                paths = self._version_paths(name)
+        version = chosen
         cached = self._cache.get(path)
         if cached is not None and cached[0] == identity:
             return cached[1]
@@ -220,6 +235,22 @@ class ModelRegistry:
             if match:
                 versions[int(match.group(1))] = os.path.join(path, entry)
         return versions
+
+    def _listed_paths(self, name: str) -> dict[int, str]:
+        """``_version_paths``, reused while ``<name>/`` is unchanged and settled (see the module's text)."""
+        validate_name(name)
+        try:
+            status = os.stat(os.path.join(self.directory, name))
+            key = (status.st_ino, status.st_mtime_ns)
+        except (FileNotFoundError, NotADirectoryError):
+            status, key = None, None  # a hand-placed <name>.json alone: its own stat sees it change or go
+        listed = self._listings.get(name)
+        if listed is not None and listed[0] == key:
+            return listed[1]
+        paths = self._version_paths(name)  # listed after the stat: a change during the listing moves the mtime
+        if status is None or time.time_ns() - status.st_mtime_ns > _SETTLED_NS:
+            self._listings[name] = (key, paths)
+        return paths
 
     def _version_paths(self, name: str) -> dict[int, str]:
         validate_name(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -239,3 +240,33 @@ def test_float32_models_keep_their_dtype(registry):
     assert loaded.dtype == np.float32
     x = np.array([[0.5, -1.0]], dtype=np.float32)
     assert loaded.predict(x).dtype == np.float32
+
+
+def _settle(path, seconds_ago=10):
+    """Age a directory's mtime, as if its last change were long past (listings are reused only then)."""
+    then = time.time() - seconds_ago
+    os.utime(path, (then, then))
+
+
+def test_a_settled_directory_is_not_listed_again_until_it_changes(registry, model_dir, monkeypatch):
+    registry.put("xor", document(1))  # xor/2.json beside the hand-placed xor.json
+    _settle(model_dir / "xor")
+    listings = []
+    listed = ModelRegistry._version_paths
+    monkeypatch.setattr(ModelRegistry, "_version_paths", lambda self, name: listings.append(name) or listed(self, name))
+    assert [registry.get("xor").version for _ in range(5)] == [2] * 5
+    assert listings == ["xor"]  # once; then a stat of xor/ says the listing holds
+    minigrad.save(small_model(6), model_dir / "xor" / "3.json")  # by hand, in the settled directory
+    assert registry.get("xor").document == document(6)
+    os.unlink(model_dir / "xor" / "3.json")
+    assert registry.get("xor").version == 2
+    with pytest.raises(VersionNotFound, match="no version 3"):
+        registry.get("xor", 3)
+    assert registry.get("xor", 1).version == 1
+
+
+def test_a_settled_hand_placed_file_removed_is_gone_at_once(registry, model_dir):
+    assert registry.get("xor").version == 1
+    os.unlink(model_dir / "xor.json")
+    with pytest.raises(ModelNotFound):
+        registry.get("xor")
