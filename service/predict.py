@@ -15,7 +15,7 @@ from .auth import require_token_for_predictions
 from .errors import abort_problem
 from .metrics import record_prediction
 from .registry import get_registry
-from .schemas import PredictRequestSchema, PredictResponseSchema
+from .schemas import PredictRequestSchema, PredictResponseSchema, predict_request_loads_as_is
 
 blp = Blueprint("predict", __name__, description="Predictions with registered models")
 
@@ -66,7 +66,7 @@ def _first_message(messages, where: str) -> str:
 
 @blp.route("/predict", methods=["POST"])
 @require_token_for_predictions
-@blp.arguments(PredictRequestSchema)
+@blp.arguments(PredictRequestSchema, loads_as_is=predict_request_loads_as_is)
 @blp.answered_by_view(200, PredictResponseSchema)
 @documents_problems(400, 404, 413, 415)
 def predict(body):

@@ -4,6 +4,8 @@ and of the OpenAPI document. Numbers in batches are documented here but checked 
 
 from __future__ import annotations
 
+import re
+
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 from minigrad.format import ModelDocumentSchema
@@ -46,6 +48,22 @@ class PredictRequestSchema(Schema):
                        "(answered as a flat list). Finite numbers only.",
         "example": [[0, 1], [1, 1]],
     })
+
+
+_PREDICT_FIELDS = frozenset(PredictRequestSchema._declared_fields)
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+
+
+def predict_request_loads_as_is(body) -> bool:
+    """Whether ``PredictRequestSchema`` would load ``body`` to itself unchanged: an object of its fields
+    only, with ``model`` a valid name and ``version``, if any, an integer >= 1 (``inputs`` is checked by
+    numpy later). Such a body need not go through the schema; anything else does, and the schema says
+    what is wrong. tests/test_service_predict.py checks over generated bodies that this never accepts
+    what the schema refuses or would change."""
+    if type(body) is not dict or body.get("inputs") is None or not _PREDICT_FIELDS.issuperset(body):
+        return False
+    model, version = body.get("model"), body.get("version", 1)
+    return type(model) is str and _MODEL_NAME.match(model) is not None and type(version) is int and version >= 1
 
 
 class PredictResponseSchema(Schema):

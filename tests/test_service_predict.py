@@ -7,10 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import minigrad
 from minigrad import Linear, Relu, Sequential, Tensor, no_grad
 from service.errors import PROBLEM_MIMETYPE
+from service.schemas import PredictRequestSchema, predict_request_loads_as_is
 
 
 def forward(path, rows, dtype=np.float64) -> np.ndarray:
@@ -167,3 +170,23 @@ def test_wrong_method_is_405_with_allow(client):
     assert response.status_code == 405
     assert response.mimetype == PROBLEM_MIMETYPE
     assert "POST" in response.headers["Allow"]
+
+
+_names = st.one_of(st.sampled_from(["xor", "iris", "a", "x" * 64, "x" * 65, "xor\n", "-x", "a..b", ""]),
+                   st.text(max_size=8), st.integers(), st.none())
+_versions = st.one_of(st.integers(-3, 2**70), st.booleans(), st.none(), st.floats(), st.text(max_size=3))
+_bodies = st.one_of(
+    st.fixed_dictionaries({}, optional={"model": st.one_of(st.just("xor"), _names), "version": _versions,
+                                        "extra": st.integers(),
+                                        "inputs": st.sampled_from([[[0, 1]], [0, 1], None, "x", 3])}),
+    st.lists(st.integers(), max_size=2), st.none(), st.text(max_size=4),
+)
+
+
+@given(_bodies)
+@example({"model": "xor", "inputs": None})
+@example({"model": "xor", "version": True, "inputs": [0, 1]})
+@settings(max_examples=400, deadline=None)
+def test_bodies_passed_without_loading_are_what_the_schema_loads_unchanged(body):
+    if predict_request_loads_as_is(body):
+        assert PredictRequestSchema().load(body) == body
