@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tensor import Tensor, _add_reduce, _constant, _node, _records, linear
+from .tensor import Tensor, _add_reduce, _constant, _node, _records, linear, linear_array, no_grad
 
 __all__ = [
     "Layer",
@@ -129,6 +129,25 @@ class Sequential(Layer):
                     continue
             input = layer.forward(input)
         return input
+
+    def predict(self, array: np.ndarray) -> np.ndarray:
+        """The forward pass on an array of the model's dtype, for inference: bit for bit
+        ``self(Tensor(array)).data`` under ``no_grad``, without a Tensor per Linear layer (a small
+        model's prediction is mostly that bookkeeping)."""
+        layers = self.layers
+        i, n = 0, len(layers)
+        while i < n:
+            layer = layers[i]
+            i += 1
+            if type(layer) is Linear:
+                activation = _FUSED_ACTIVATIONS.get(type(layers[i])) if i < n else None
+                i += activation is not None
+                array = linear_array(array, layer.weight.data, None if layer.bias is None else layer.bias.data,
+                                     activation)
+            else:
+                with no_grad():
+                    array = layer(Tensor(array)).data
+        return array
 
     def get_parameters(self):
         params = []

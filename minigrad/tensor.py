@@ -586,6 +586,18 @@ _ACTIVATIONS = {
 }
 
 
+def linear_array(a: np.ndarray, w: np.ndarray, b: np.ndarray | None, activation: str | None = None) -> np.ndarray:
+    """The arithmetic of ``linear``'s forward on arrays, recording nothing (inference without Tensors):
+    ``activation(a @ w + b)`` in one new array."""
+    # np.dot runs the same BLAS product as @ on matrices, with less per-call overhead.
+    out = _dot(a, w) if a.ndim == 2 else a @ w
+    if b is not None:
+        out += b
+    if activation is not None:
+        _ACTIVATIONS[activation][0](out, out)
+    return out
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None = None) -> Tensor:
     """``activation(x @ weight + bias)`` as one graph node.
 
@@ -595,14 +607,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
     """
     a = x.data
     w = weight.data
-    # np.dot runs the same BLAS product as @ on matrices, with less per-call overhead.
-    out = _dot(a, w) if a.ndim == 2 else a @ w
-    if bias is not None:
-        out += bias.data
-    derivative = None
-    if activation is not None:
-        forward, derivative = _ACTIVATIONS[activation]
-        forward(out, out)
+    out = linear_array(a, w, None if bias is None else bias.data, activation)
+    derivative = None if activation is None else _ACTIVATIONS[activation][1]
     needs_x, needs_w = x.autograd, weight.autograd
     if not (_grad_mode.enabled and (needs_x or needs_w or (bias is not None and bias.autograd))):
         return _constant(out)

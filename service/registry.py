@@ -33,7 +33,7 @@ import numpy as np
 from flask import current_app
 
 import minigrad
-from minigrad import Sequential, Tensor, no_grad
+from minigrad import Sequential
 from minigrad.format import document_summary
 
 __all__ = [
@@ -119,8 +119,7 @@ class LoadedModel:
 
     def predict(self, array: np.ndarray) -> np.ndarray:
         """The forward pass without recording a graph: exactly ``model(Tensor(array)).data``."""
-        with no_grad():
-            return self.model(Tensor(array)).data
+        return self.model.predict(array)
 
 
 def _file_identity(stat: os.stat_result) -> tuple:

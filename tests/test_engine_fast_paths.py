@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from gradcheck import assert_gradients_match
 
+import minigrad
 from minigrad import SGD, Adam, Linear, MSELoss, Relu, Sequential, Sigmoid, Tanh, Tensor, optim
 
 rng = np.random.default_rng(11)
@@ -113,3 +114,17 @@ def test_chunked_sgd_update_equals_the_one_shot_formula(order, dtype):
     optim._subtract_scaled(values, 0.01, g)
     assert values.dtype == dtype
     np.testing.assert_array_equal(values, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(7, 5), (5,)])
+def test_sequential_predict_is_the_forward_pass_bit_for_bit(dtype, shape):
+    r = np.random.default_rng(3)
+    model = Sequential([Linear(5, 6, rng=r, dtype=dtype), Tanh(), Linear(6, 4, rng=r, dtype=dtype),
+                        Linear(4, 4, rng=r, dtype=dtype), Relu(), minigrad.Softmax(), Sigmoid(),
+                        Linear(4, 3, rng=r, dtype=dtype), Sigmoid()])
+    x = r.normal(size=shape).astype(dtype)
+    with minigrad.no_grad():
+        expected = model(Tensor(x)).data
+    predicted = model.predict(x)
+    assert predicted.dtype == expected.dtype and np.array_equal(predicted, expected)
