@@ -8,9 +8,13 @@ never stuck); it is not repeated here.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-import resource
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from jobs_support import WorkerProcess, job_env, wait_for, xor_request
+from jobs_support import REPO, WorkerProcess, job_env, wait_for, xor_request
 
 from service.testing import GunicornServer
 
@@ -127,37 +131,85 @@ def test_versions_uploaded_while_8_clients_predict_are_never_torn_or_mixed(env):
         assert len(seen) >= 3  # the predictions did overlap the uploads
 
 
-def limit_file_size(pids, size: int) -> None:
-    """RLIMIT_FSIZE on running processes: a write past ``size`` bytes fails with EFBIG (Python ignores
-    SIGXFSZ), which stops root too, unlike a read-only mode bit."""
-    for pid in pids:
-        hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)[1]
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, hard))
+@contextlib.contextmanager
+def immutable(*directories: Path):
+    """``chattr +i``: no file can be created, renamed or removed in these directories, not even by root
+    (which ignores mode bits, so chmod would prove nothing here)."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr (e2fsprogs) is not installed: a read-only model directory cannot be made for root")
+    done = []
+    try:
+        for directory in directories:
+            if subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode != 0:
+                pytest.skip(f"chattr +i is refused on {directory} (file system or capability)")
+            done.append(directory)
+        yield
+    finally:
+        for directory in done:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
 
 
-def test_an_upload_the_disk_refuses_is_a_507_and_the_previous_version_stays(env):
+def test_an_upload_to_a_read_only_model_directory_is_a_503_and_the_previous_version_stays(env):
     model_dir = Path(env["MINIGRAD_MODEL_DIR"])
     with GunicornServer(env=env, workers=2) as server:
         assert put(server.url, "constant", constant_model(1)).status_code == 201
-        stored = (model_dir / "constant" / "1.json").read_bytes()
-        everyone = [server.process.pid, *server.worker_pids()]  # the master too: a replacement worker inherits
-        limit_file_size(everyone, 100)
-        try:
+        stored = snapshot(model_dir)
+        with immutable(model_dir, model_dir / "constant"):
             refused = [put(server.url, "constant", constant_model(2)) for _ in range(4)]  # through both workers
-            created = [put(server.url, f"new-{i}", constant_model(3)) for i in range(2)]
-        finally:
-            limit_file_size(everyone, resource.RLIM_INFINITY)
-        for response in refused + created:
-            assert response.status_code == 507, response.text
+            refused += [put(server.url, f"new-{i}", constant_model(3)) for i in range(2)]
+            answer = requests.post(f"{server.url}/predict", json={"model": "constant", "inputs": ROWS}, timeout=10)
+        for response in refused:
+            assert response.status_code == 503, response.text
             assert response.headers["Content-Type"] == "application/problem+json"
-            problem = response.json()
-            assert problem["type"] == "urn:minigrad:problem:storage-full" and "File too large" in problem["detail"]
-        assert sorted(p.name for p in model_dir.rglob("*")) == ["1.json", "constant"]  # no temp file, no new dir
-        assert (model_dir / "constant" / "1.json").read_bytes() == stored
-        answer = requests.post(f"{server.url}/predict", json={"model": "constant", "inputs": ROWS}, timeout=10).json()
-        assert answer["version"] == 1 and answer["outputs"] == [[1.0] * 64] * 2
-        later = put(server.url, "constant", constant_model(2))  # the disk has room again: the next upload works
+            assert response.json()["type"] == "urn:minigrad:problem:storage-unavailable"
+            assert "Operation not permitted" in response.json()["detail"]
+        assert snapshot(model_dir) == stored  # no temporary file, no new directory, version 1 as it was
+        assert answer.status_code == 200 and answer.json()["version"] == 1
+        later = put(server.url, "constant", constant_model(2))  # writable again: the next upload works
         assert later.status_code == 201 and later.json()["version"] == 2
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else b"<dir>"
+            for p in sorted(directory.rglob("*"))}
+
+
+# A full disk, for root, without mount rights: RLIMIT_FSIZE makes every write past the limit fail with EFBIG
+# (Python ignores SIGXFSZ). It applies to every file of the process (logs, metrics files), so it is set in a
+# process of its own that runs the application and answers through a pipe, which the limit does not cover.
+# Its metrics are file-backed as under gunicorn, and their files are first written under the limit: a
+# metric the disk cannot hold must not fail the request (it did: a 500 instead of the 507).
+def test_an_upload_to_a_full_disk_is_a_507_and_the_previous_version_stays(tmp_path):
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    (model_dir / "constant").mkdir()
+    (model_dir / "constant" / "1.json").write_text(json.dumps(constant_model(1)))
+    stored = snapshot(model_dir)
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    script = (
+        "import json, resource, sys\n"
+        "from service import create_app\n"
+        "app = create_app({'MINIGRAD_MODEL_DIR': sys.argv[1], 'MINIGRAD_DATA_DIR': sys.argv[2],"
+        " 'MINIGRAD_API_TOKEN': None})\n"
+        "client = app.test_client()\n"
+        "document = sys.stdin.read()\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.RLIM_INFINITY))\n"
+        "answers = [client.put(f'/models/{name}', data=document, content_type='application/json')"
+        " for name in ('constant', 'constant', 'new')]\n"
+        "answers.append(client.post('/predict', json={'model': 'constant', 'inputs': [[0, 1]]}))\n"
+        "print(json.dumps([[a.status_code, a.mimetype, a.get_json()] for a in answers]))\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", script, str(model_dir), str(tmp_path / "var")],
+                              input=json.dumps(constant_model(2)), capture_output=True, text=True, timeout=120,
+                              cwd=REPO, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    *uploads_answered, prediction = json.loads(finished.stdout.strip().splitlines()[-1])
+    for status, mimetype, problem in uploads_answered:
+        assert (status, mimetype) == (507, "application/problem+json"), problem
+        assert problem["type"] == "urn:minigrad:problem:storage-full" and "File too large" in problem["detail"]
+    assert prediction[0] == 200 and prediction[2]["version"] == 1
+    assert snapshot(model_dir) == stored  # no temporary file, no new directory, version 1 as it was
 
 
 def uploads(url: str, stop: threading.Event, acknowledged: list):
