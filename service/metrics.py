@@ -88,6 +88,7 @@ class ServiceMetrics:
         # One (counter, histogram) pair per label combination: .labels() on every request costs more
         # than the counting itself. Bounded: the route is the URL rule (/models/<name>), never the path.
         self._per_route = {}
+        self._per_model = {}  # model -> its (predictions, predicted_rows) children, likewise
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -98,6 +99,14 @@ class ServiceMetrics:
                 pair = self._per_route.setdefault(key, (self.requests.labels(*labels), self.latency.labels(*labels)))
             pair[0].inc()
             pair[1].observe(seconds)
+
+    def observe_prediction(self, model: str, rows: int) -> None:
+        pair = self._per_model.get(model)
+        if pair is None:
+            children = (self.predictions.labels(model), self.predicted_rows.labels(model))
+            pair = self._per_model.setdefault(model, children)
+        pair[0].inc()
+        pair[1].inc(rows)
 
 
 @contextlib.contextmanager
@@ -142,8 +151,7 @@ def record_prediction(model: str, rows: int) -> None:
     """Count one answered prediction request of ``rows`` rows for ``model``."""
     metrics = service_metrics()
     with metrics_best_effort():
-        metrics.predictions.labels(model).inc()
-        metrics.predicted_rows.labels(model).inc(rows)
+        metrics.observe_prediction(model, rows)
 
 
 class JobStatusCollector:
