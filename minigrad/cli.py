@@ -23,16 +23,9 @@ import numpy as np
 from marshmallow import ValidationError
 
 from . import format as model_format
-from .nn import BCELoss, CrossEntropyLoss, Linear, MSELoss
-from .optim import SGD, Adam
+from .nn import Linear
 from .tensor import Tensor, no_grad
-from .training import TrainingDiverged, fit
-
-# The same names the HTTP API's POST /train accepts. MSE is averaged so that a learning rate does not
-# have to shrink as the data set grows.
-LOSSES = {"mse": lambda: MSELoss(reduction="mean"), "bce": BCELoss, "cross_entropy": CrossEntropyLoss}
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
-DEFAULT_ALPHA = {"sgd": 0.1, "adam": 0.001}
+from .training import DEFAULT_ALPHA, LOSSES, OPTIMIZERS, TrainingDiverged, fit
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

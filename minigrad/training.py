@@ -7,10 +7,17 @@ import time
 
 import numpy as np
 
-from .nn import BCELoss, CrossEntropyLoss
+from .nn import BCELoss, CrossEntropyLoss, MSELoss
+from .optim import SGD, Adam
 from .tensor import Tensor, _add_reduce, _constant, no_grad
 
-__all__ = ["fit", "evaluate", "TrainingDiverged"]
+__all__ = ["fit", "evaluate", "TrainingDiverged", "LOSSES", "OPTIMIZERS", "DEFAULT_ALPHA"]
+
+# Losses and optimizers by the names that `minigrad train` and the service's POST /train accept. MSE is
+# averaged there, so that a learning rate does not have to shrink as the data set grows.
+LOSSES = {"mse": lambda: MSELoss(reduction="mean"), "bce": BCELoss, "cross_entropy": CrossEntropyLoss}
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+DEFAULT_ALPHA = {"sgd": 0.1, "adam": 0.001}
 
 
 class TrainingDiverged(ArithmeticError):

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import minigrad
-from minigrad.cli import DEFAULT_ALPHA, LOSSES, OPTIMIZERS  # the names mean what they mean to `minigrad train`
 from minigrad.format import LAYER_TYPES
+from minigrad.training import DEFAULT_ALPHA, LOSSES, OPTIMIZERS
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from minigrad.cli import LOSSES, OPTIMIZERS
 from minigrad.format import LAYER_TYPES
+from minigrad.training import LOSSES, OPTIMIZERS
 from service.registry import MODEL_NAME_PATTERN
 
 from .store import STATUSES
