@@ -209,43 +209,38 @@ class Tensor:
             if seed.shape != self.data.shape:
                 raise ValueError(f"backward(grad): expected shape {self.data.shape}, got {seed.shape}")
 
-        # Collect every recorded node reachable from self (iteratively), then process children
-        # before parents: a parent is always created before its children, so descending ids work.
-        nodes = [self]
-        seen = {self.id}
-        stack = [self]
-        pop, push, visit, mark = stack.pop, stack.append, nodes.append, seen.add
-        while stack:
-            for parent in pop()._parents:
-                if parent.autograd and parent.id not in seen:
-                    mark(parent.id)
-                    visit(parent)
-                    if parent._parents:
-                        push(parent)
-        if len(nodes) > 1:
-            nodes.sort(key=_by_id, reverse=True)
-
-        # Pending gradients, keyed by node id: popped when the node is reached, so the dict only
-        # ever holds the frontier and each array is released as soon as it has been used.
-        grads = {self.id: seed}
-        take, held = grads.pop, grads.get
-        for node in nodes:
-            g = take(node.id, None)
-            if g is None:
-                continue
-            backward = node._backward
-            if backward is None:  # a leaf: keep the gradient (a new array, see the module docstring)
-                if node.grad is not None:
-                    g = node.grad.data + g
-                elif not g.flags.writeable:  # a broadcast view or a shared constant: copy it
-                    g = g.copy()
-                node.grad = _constant(g)
-                continue
-            for parent, pg in zip(node._parents, backward(g)):
-                if pg is not None and parent.autograd:
-                    pid = parent.id
-                    previous = held(pid)
-                    grads[pid] = pg if previous is None else previous + pg
+        # Leaves' gradients are summed in ``leaves`` (id -> (leaf, gradient)) and stored at the end.
+        leaves = {}
+        if self._backward is None:  # self is itself a leaf
+            leaves[self.id] = (self, seed)
+        else:
+            # Fast path: while each node has at most one recorded non-leaf parent, the nodes below
+            # form a chain and each receives exactly one gradient: follow it with no visit order and
+            # no pending-gradient dict (most of a small model's backward was that bookkeeping).
+            node, g = self, seed
+            while node is not None:
+                following = branches = None
+                for parent, pg in zip(node._parents, node._backward(g)):
+                    if pg is None or not parent.autograd:
+                        continue
+                    if parent._backward is None:
+                        _gather_leaf(leaves, parent, pg)
+                    elif following is None:
+                        following, g = parent, pg
+                    elif branches is None:
+                        branches = [(following, g), (parent, pg)]
+                    else:
+                        branches.append((parent, pg))
+                if branches is not None:  # the graph branches here: the general walk takes over
+                    _backpropagate(branches, leaves)
+                    break
+                node = following
+        for leaf, g in leaves.values():
+            if leaf.grad is not None:
+                g = leaf.grad.data + g  # a new array, see the module docstring
+            elif not g.flags.writeable:  # a broadcast view or a shared constant: copy it
+                g = g.copy()
+            leaf.grad = _constant(g)
 
     # ------------------------------------------------------------------ elementwise arithmetic
     def __neg__(self):
@@ -475,6 +470,55 @@ class Tensor:
 
 
 _by_id = operator.attrgetter("id")
+
+
+def _gather_leaf(leaves: dict, leaf: Tensor, g: np.ndarray):
+    """Add ``g`` to the gradient ``leaf`` receives in this backward (in the order contributions arrive)."""
+    lid = leaf.id
+    held = leaves.get(lid)
+    leaves[lid] = (leaf, g) if held is None else (leaf, held[1] + g)
+
+
+def _backpropagate(contributions: list, leaves: dict):
+    """Backward through every recorded node reachable from ``contributions``, (node, gradient) pairs
+    for non-leaf nodes, visiting children before parents; leaves' gradients go to ``leaves``.
+
+    Every node is collected iteratively, then visited in descending id order: a parent is always
+    created before its children, so each node's gradient is complete when it is reached.
+    """
+    # Pending gradients, keyed by node id: popped when the node is reached, so the dict only ever
+    # holds the frontier and each array is released as soon as it has been used.
+    grads = {}
+    nodes, seen = [], set()
+    for node, g in contributions:
+        nid = node.id
+        held = grads.get(nid)
+        grads[nid] = g if held is None else held + g
+        if nid not in seen:
+            seen.add(nid)
+            nodes.append(node)
+    stack = list(nodes)
+    while stack:
+        for parent in stack.pop()._parents:
+            if parent._backward is not None and parent.autograd and parent.id not in seen:
+                seen.add(parent.id)
+                nodes.append(parent)
+                stack.append(parent)
+    nodes.sort(key=_by_id, reverse=True)
+    take, held = grads.pop, grads.get
+    for node in nodes:
+        g = take(node.id, None)
+        if g is None:
+            continue
+        for parent, pg in zip(node._parents, node._backward(g)):
+            if pg is None or not parent.autograd:
+                continue
+            if parent._backward is None:
+                _gather_leaf(leaves, parent, pg)
+            else:
+                pid = parent.id
+                previous = held(pid)
+                grads[pid] = pg if previous is None else previous + pg
 
 
 def _neg_backward(g):
