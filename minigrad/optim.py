@@ -103,21 +103,27 @@ class Optimizer:
         One tuple for the whole packed model when every parameter has a gradient (the gradients are
         concatenated: a new array), else one per parameter that has a gradient.
         """
-        params = self.parameters
-        grads = [p.grad for p in params]
-        if self._packed is not None and self._still_packed():
-            arrays = []
-            for g in grads:
-                if g is None:
-                    break
-                arrays.append(g.data.ravel())
-            else:
-                return [(self._packed, np.concatenate(arrays), *[state.whole for state in states])]
+        g = self._packed_gradient()
+        if g is not None:
+            return [(self._packed, g, *[state.whole for state in states])]
         return [
-            (p.data, g.data, *[state.views[i] for state in states])
-            for i, (p, g) in enumerate(zip(params, grads))
-            if g is not None
+            (p.data, p.grad.data, *[state.views[i] for state in states])
+            for i, p in enumerate(self.parameters)
+            if p.grad is not None
         ]
+
+    def _packed_gradient(self):
+        """Every parameter's gradient in one new flat array laid out like the packed values, or None
+        (the parameters are not packed, or some gradient is missing)."""
+        if self._packed is None or not self._still_packed():
+            return None
+        arrays = []
+        for p in self.parameters:
+            g = p.grad
+            if g is None:
+                return None
+            arrays.append(g.data.ravel())
+        return np.concatenate(arrays)
 
     def _still_packed(self) -> bool:
         """Whether every ``p.data`` is still its view of the packed array, re-packing any that was
@@ -153,6 +159,18 @@ class SGD(Optimizer):
 
     def step(self, zero=True):
         alpha, momentum, decay = self.alpha, self.momentum, self.weight_decay
+        if not (momentum or decay) and type(alpha) in (float, int):
+            # Plain SGD on a packed model: two numpy calls (one when alpha is 1, as in the course
+            # notes: 1 * g == g exactly), scaling the concatenated gradient, a new array, in place.
+            # A Python number is cast to the values' dtype either way, so this is bit for bit
+            # ``values -= alpha * g`` (a numpy float64 alpha would widen that product: general path).
+            g = self._packed_gradient()
+            if g is not None:
+                if alpha != 1:
+                    np.multiply(g, alpha, out=g)
+                np.subtract(self._packed, g, out=self._packed)
+                self._clear(zero)
+                return
         states = (self._velocity,) if momentum else ()
         for values, g, *velocity in self._updates(*states):
             if decay:
