@@ -223,8 +223,10 @@ class Tensor:
                 for parent, pg in zip(node._parents, node._backward(g)):
                     if pg is None or not parent.autograd:
                         continue
-                    if parent._backward is None:
-                        _gather_leaf(leaves, parent, pg)
+                    if parent._backward is None:  # _gather_leaf, inlined: the common case
+                        pid = parent.id
+                        held = leaves.get(pid)
+                        leaves[pid] = (parent, pg) if held is None else (parent, held[1] + pg)
                     elif following is None:
                         following, g = parent, pg
                     elif branches is None:
@@ -656,6 +658,21 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
     needs_x, needs_w = x.autograd, weight.autograd
     if not (_grad_mode.enabled and (needs_x or needs_w or (bias is not None and bias.autograd))):
         return _constant(out)
+    op = _LINEAR_OPS[activation]
+
+    if a.ndim == 2 and bias is not None:
+        # The usual case (a batch of rows, with a bias) with no shape branches: on a small model
+        # the backward's Python steps cost as much as its numpy calls.
+        def matrix_backward(g):
+            if derivative is not None:
+                g = derivative(g, out)
+            return (
+                _dot(g, w.T) if needs_x else None,
+                _dot(a.T, g) if needs_w else None,
+                _dot(_ones(g.shape[0], g.dtype), g),  # _column_sums, inlined
+            )
+
+        return _node(out, op, (x, weight, bias), matrix_backward)
 
     def backward(g):
         if derivative is not None:
@@ -678,8 +695,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
         return (gx, gw) if bias is None else (gx, gw, gb)
 
     if bias is None:
-        return _node(out, _LINEAR_OPS[activation], (x, weight), backward)
-    return _node(out, _LINEAR_OPS[activation], (x, weight, bias), backward)
+        return _node(out, op, (x, weight), backward)
+    return _node(out, op, (x, weight, bias), backward)
 
 
 _LINEAR_OPS = {None: "linear", **{name: f"linear_{name}" for name in _ACTIVATIONS}}
