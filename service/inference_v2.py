@@ -20,6 +20,7 @@ from .auth import require_token_for_predictions
 from .errors import register_error_renderer
 from .metrics import record_prediction
 from .registry import LoadedModel, get_registry
+from .schemas import MODEL_NAME_PARAMETER, V2_VERSION_PARAMETER
 from .v2_codec import (
     BINARY_CONTENT_TYPE,
     DATATYPES,
@@ -162,8 +163,9 @@ def server_ready():
 # ---------------------------------------------------------------------- models
 
 
-@blp.route("/models/<name>", methods=["GET"])
-@blp.route("/models/<name>/versions/<version>", methods=["GET"])
+@blp.route("/models/<name>", methods=["GET"], parameters=[MODEL_NAME_PARAMETER])
+@blp.route("/models/<name>/versions/<version>", methods=["GET"],
+           parameters=[MODEL_NAME_PARAMETER, V2_VERSION_PARAMETER])
 @_protocol_errors
 @blp.response(200, V2ModelMetadataSchema)
 @blp.alt_response(404, schema=V2ErrorSchema, description="Unknown model or version.")
@@ -180,8 +182,9 @@ def model_metadata(name, version=None):
     }
 
 
-@blp.route("/models/<name>/ready", methods=["GET"])
-@blp.route("/models/<name>/versions/<version>/ready", methods=["GET"])
+@blp.route("/models/<name>/ready", methods=["GET"], parameters=[MODEL_NAME_PARAMETER])
+@blp.route("/models/<name>/versions/<version>/ready", methods=["GET"],
+           parameters=[MODEL_NAME_PARAMETER, V2_VERSION_PARAMETER])
 @_protocol_errors
 @blp.response(200, V2ModelReadySchema)
 @blp.alt_response(404, schema=V2ErrorSchema, description="Unknown model or version.")
@@ -200,8 +203,9 @@ _INFER_BODY = {
 }
 
 
-@blp.route("/models/<name>/infer", methods=["POST"])
-@blp.route("/models/<name>/versions/<version>/infer", methods=["POST"])
+@blp.route("/models/<name>/infer", methods=["POST"], parameters=[MODEL_NAME_PARAMETER])
+@blp.route("/models/<name>/versions/<version>/infer", methods=["POST"],
+           parameters=[MODEL_NAME_PARAMETER, V2_VERSION_PARAMETER])
 @_protocol_errors
 @blp.doc(requestBody=_INFER_BODY)
 @blp.alt_response(200, schema=InferResponseSchema, success=True, description="Outputs (JSON, or JSON + binary).")

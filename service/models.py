@@ -11,6 +11,7 @@ from .auth import require_token
 from .onnx_files import BINARY_SCHEMA, ONNX_MEDIA_TYPE, ONNX_MEDIA_TYPES, onnx_response, uploaded_document
 from .registry import InvalidModelFile, LoadedModel, get_registry
 from .schemas import (
+    MODEL_NAME_PARAMETER,
     ModelDeletedSchema,
     ModelDetailSchema,
     ModelListSchema,
@@ -45,7 +46,7 @@ def list_models():
     return {"models": [_summary(registry, name) for name in registry.names()]}
 
 
-@blp.route("/models/<name>")
+@blp.route("/models/<name>", parameters=[MODEL_NAME_PARAMETER])
 @blp.response(200, ModelDetailSchema)
 @documents_problems(400, 404)
 def show_model(name):
@@ -56,7 +57,7 @@ def show_model(name):
             "metadata": loaded.document.get("metadata", {})}
 
 
-@blp.route("/models/<name>/versions/<int:version>")
+@blp.route("/models/<name>/versions/<int:version>", parameters=[MODEL_NAME_PARAMETER])
 @blp.arguments(ModelVersionQuerySchema, location="query")
 @blp.doc(responses={200: {"description": "The model document, or with format=onnx the model as an ONNX file",
                           "content": {"application/json": {"schema": model_document_schema()},
@@ -72,7 +73,7 @@ def show_version(query, name, version):
     return Response(json.dumps(loaded.document), mimetype="application/json")
 
 
-@blp.route("/models/<name>", methods=["PUT"])
+@blp.route("/models/<name>", methods=["PUT"], parameters=[MODEL_NAME_PARAMETER])
 @require_token
 @blp.doc(requestBody={"required": True, "content": {
     "application/json": {"schema": model_document_schema()},
@@ -88,7 +89,7 @@ def upload_model(name):
     return {"name": name, "version": loaded.version, **_sizes(loaded)}, 201, {"Location": location}
 
 
-@blp.route("/models/<name>", methods=["DELETE"])
+@blp.route("/models/<name>", methods=["DELETE"], parameters=[MODEL_NAME_PARAMETER])
 @require_token
 @blp.response(200, ModelDeletedSchema)
 @documents_problems(400, 404, 503)

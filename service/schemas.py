@@ -18,6 +18,12 @@ _NAME_FIELD = {
     "metadata": {"description": "Model name", "pattern": MODEL_NAME_PATTERN, "example": "xor"},
 }
 
+# The path parameters flask-smorest documents as any string, with the forms the service accepts (others: 400).
+MODEL_NAME_PARAMETER = {"in": "path", "name": "name", "description": "Model name",
+                        "schema": {"type": "string", "pattern": MODEL_NAME_PATTERN, "example": "xor"}}
+V2_VERSION_PARAMETER = {"in": "path", "name": "version", "description": "Model version: a positive integer",
+                        "schema": {"type": "string", "pattern": "^[1-9][0-9]*$", "example": "1"}}
+
 _ROW = {"type": "array", "items": {"type": "number"}, "minItems": 1}
 _BATCH = {"oneOf": [{"type": "array", "items": _ROW, "minItems": 1}, _ROW]}
 
