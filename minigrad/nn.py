@@ -226,6 +226,13 @@ class MSELoss(_Loss):
     def forward(self, pred, target):
         p = pred.data
         diff = p - _target_array(target, p)
+        if self.reduction == "sum":
+            # The sum of squares as one dot product: a third of the numpy calls of square-then-reduce,
+            # which on a small model cost more than their arithmetic.
+            out = np.asarray(np.vdot(diff, diff))
+            if not _records(pred):
+                return _constant(out)
+            return _node(out, "mse", (pred,), lambda g: ((diff + diff) * g,))
         return self._finish(pred, diff * diff, lambda: diff + diff, "mse")
 
 
