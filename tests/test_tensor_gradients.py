@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from gradcheck import assert_gradients_match, max_relative_error
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from minigrad import Tensor
@@ -243,4 +243,6 @@ def test_random_programs_match_finite_differences(program):
             values.append(current)
         return current
 
+    # Chained exponentials overflow; finite differences say nothing about a gradient of 1e300.
+    assume(np.all(np.abs(f(*[Tensor(a) for a in arrays]).data) < 1e8))
     assert_gradients_match(f, arrays)
