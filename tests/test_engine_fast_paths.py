@@ -128,3 +128,55 @@ def test_sequential_predict_is_the_forward_pass_bit_for_bit(dtype, shape):
         expected = model(Tensor(x)).data
     predicted = model.predict(x)
     assert predicted.dtype == expected.dtype and np.array_equal(predicted, expected)
+
+
+def test_backward_chain_that_branches_further_down_matches_finite_differences():
+    # The chain fast path (one non-leaf parent per node) hands over to the general walk at the first
+    # node with two non-leaf parents; leaves used several times sum their shares.
+    def f(x, w):
+        h = (x.tanh() * w).sigmoid()  # chain: sum <- sigmoid <- tanh(... * w) ...
+        both = h * x + h.tanh()  # ... then branches: h feeds two ops, x three
+        return ((both * w).tanh() * x).sigmoid() * w
+
+    data = np.random.default_rng(5)
+    assert_gradients_match(f, [data.uniform(-1, 1, size=(3, 2)), data.uniform(-1, 1, size=(3, 2))])
+
+
+def test_backward_adds_to_existing_gradients_like_one_summed_share():
+    x = Tensor(np.array([0.3, -1.2, 2.0]), autograd=True)
+    x.grad = Tensor(np.array([0.1, 0.2, 0.3]))
+    (x * x + x.tanh()).sum().backward()
+    shares = 2 * x.data + (1 - np.tanh(x.data) ** 2)
+    np.testing.assert_allclose(x.grad.data, np.array([0.1, 0.2, 0.3]) + shares, rtol=1e-15)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1, 0.05, np.float64(0.05)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plain_packed_sgd_equals_the_per_parameter_formula_bit_for_bit(alpha, dtype, monkeypatch):
+    def weights(pack_limit):
+        monkeypatch.setattr(optim, "PACK_LIMIT", pack_limit)
+        model = Sequential([Linear(2, 3, rng=np.random.default_rng(1), dtype=dtype), Tanh(),
+                            Linear(3, 1, rng=np.random.default_rng(2), dtype=dtype), Sigmoid()])
+        optimizer = SGD(model.get_parameters(), alpha=alpha)
+        x = Tensor(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=dtype))
+        y = Tensor(np.array([[0], [1], [1], [0]], dtype=dtype))
+        for _ in range(5):
+            MSELoss(reduction="sum")(model(x), y).backward()
+            optimizer.step()
+        return [p.data.copy() for p in model.get_parameters()]
+
+    for a, b in zip(weights(1 << 16), weights(0)):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mse_sum_is_the_sum_of_squares(dtype):
+    data = np.random.default_rng(6)
+    p, t = data.normal(size=(5, 3)).astype(dtype), data.normal(size=(5, 3)).astype(dtype)
+    pred = Tensor(p, autograd=True)
+    loss = MSELoss(reduction="sum")(pred, Tensor(t))
+    assert loss.data.shape == () and loss.data.dtype == dtype
+    np.testing.assert_allclose(loss.data, ((p - t) ** 2).sum(), rtol=1e-6 if dtype == np.float32 else 1e-14)
+    loss.backward()
+    np.testing.assert_array_equal(pred.grad.data, 2 * (p - t))
