@@ -2,14 +2,15 @@
 # The minigrad service image: gunicorn serving the models in /models. The same image runs the
 # training-job consumer (docker-compose.yml overrides the entrypoint with `minigrad worker`).
 
-# ---- build: the minigrad wheel and every dependency's wheel, so the runtime stage installs offline.
+# ---- build: the minigrad wheel and every dependency's wheel (with the onnx extra, so the service takes and
+# gives ONNX files), so the runtime stage installs offline.
 FROM python:3.11-slim AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md ./
 COPY minigrad/ minigrad/
 COPY service/ service/
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --wheel-dir /wheels '.[onnx]'
 
 # ---- runtime: no compilers, no wheels, no pip cache; only the installed packages and the shipped files.
 FROM python:3.11-slim AS runtime
@@ -24,8 +25,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MINIGRAD_DATA_DIR=/data
 
 # The wheels are bind-mounted from the build stage, so they never become a layer of this image.
+# --no-index: the only versions pip can see are the wheels the build stage made, so nothing is left unpinned.
+# hadolint ignore=DL3013
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels /wheels/minigrad-*.whl \
+    pip install --no-index --find-links=/wheels 'minigrad[onnx]' \
     && groupadd --system --gid 10001 minigrad \
     && useradd --system --no-log-init --uid 10001 --gid minigrad --home-dir /app --shell /usr/sbin/nologin minigrad \
     && mkdir -p /app /models /data \

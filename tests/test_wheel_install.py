@@ -228,6 +228,18 @@ def test_the_healthcheck_command_passes(image, deployment):
     image.run(command)
 
 
+def test_the_image_takes_and_gives_onnx(deployment):
+    url = deployment.url
+    exported = requests.get(url + "/models/xor/versions/1", params={"format": "onnx"}, timeout=10)
+    assert exported.status_code == 200, exported.text
+    headers = {"Content-Type": "application/onnx", "Authorization": f"Bearer {TOKEN}"}
+    uploaded = requests.put(url + "/models/xor-from-onnx", data=exported.content, headers=headers, timeout=10)
+    assert uploaded.status_code == 201, uploaded.text
+    answer = requests.post(url + "/predict", json={"model": "xor-from-onnx", "inputs": [[0, 1]]}, timeout=10)
+    original = requests.post(url + "/predict", json={"model": "xor", "inputs": [[0, 1]]}, timeout=10)
+    assert answer.json()["outputs"] == original.json()["outputs"]
+
+
 def test_a_prediction_from_a_shipped_model(deployment):
     url = deployment.url
     listed = requests.get(url + "/models", timeout=10).json()
