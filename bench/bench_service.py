@@ -3,7 +3,8 @@
 1. Throughput and latency with wrk (a real HTTP load generator; Debian's ``wrk`` package, installed
    here with apt-get when missing and we are root) against gunicorn with 2 workers on loopback:
    ``POST /predict`` (XOR, batch of 4) vs ``GET /healthz``. Targets: predict >= 0.85x the trivial
-   endpoint's requests/s, and p99 <= 2x its p99.
+   endpoint's requests/s, and p99 <= 2x its p99. Also vs a trivial POST route that parses the same
+   body (``bench/trivial_post_app.py``), which separates HTTP POST handling from the prediction.
 2. A large batch end to end: ``POST /predict`` of 1,000 rows x 784 features to a 784-128-10 model,
    against ``json.loads`` of the same body + the forward pass + ``json.dumps`` of the outputs in one
    process. Target <= 2x.
@@ -115,6 +116,7 @@ def _post(port: int, path: str, body: bytes) -> bytes:
 def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
     script = _post_script(directory, {"model": "xor", "inputs": XOR_BATCH})
     targets = {"GET /healthz (trivial)": (server.url + "/healthz", None),
+               "POST /bench/echo (trivial POST)": (server.url + "/bench/echo", script),
                "POST /predict (XOR, batch 4)": (server.url + "/predict", script)}
     runs = {name: [] for name in targets}
     for url, lua in targets.values():  # warm up every worker's cache and code paths
@@ -141,6 +143,10 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
     # requests/s moves with whatever else the machine runs; CPU per request much less so.
     print(f"  worker CPU per request, trivial / predict: {trivial['cpu'] / predict['cpu']:.2f}x "
           "(the throughput ratio of a CPU-bound server)")
+    echo = best["POST /bench/echo (trivial POST)"]
+    print(f"  predict / trivial POST (same JSON body, parsed and answered, no model): throughput "
+          f"{predict['rps'] / echo['rps']:.2f}x, p99 {predict['p99'] / echo['p99']:.2f}x, worker CPU per request "
+          f"{echo['cpu'] / predict['cpu']:.2f}x -- what the prediction itself adds to a bare Flask POST endpoint")
 
 
 def large_batch(server: GunicornServer, model: Sequential, rounds: int = 7) -> None:
@@ -218,7 +224,9 @@ def run() -> None:
         minigrad.save(mnist, model_dir / "mnist.json")
         env = {"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": directory / "var", "MINIGRAD_API_TOKEN": ""}
         where_the_time_goes(model_dir, directory)
-        with GunicornServer(env=env, workers=2) as server:
+        # The service's app, plus the trivial POST route of bench/trivial_post_app.py (same gunicorn.conf.py).
+        app_spec = ["bench.trivial_post_app:create_bench_app()"]
+        with GunicornServer(env=env, workers=2, extra_args=app_spec) as server:
             wrk = ensure_wrk()
             if wrk:
                 load_test(wrk, server, directory)
