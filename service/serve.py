@@ -8,6 +8,8 @@ the other is stopped too, so a half-running service never goes unnoticed. Extra 
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -20,9 +22,25 @@ GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 STOP_TIMEOUT = 20.0
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_when_parent_dies(parent: int):
+    """For the child, before it runs: SIGTERM when this script dies, even by SIGKILL (Linux), so a killed
+    ``serve`` never leaves gunicorn or the consumer running on their own."""
+
+    def arrange():
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:  # the parent died before the request took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return arrange
+
+
 def start(command: list[str]) -> subprocess.Popen:
     # A session of its own: the terminal's Ctrl-C reaches only this script, which decides the order.
-    return subprocess.Popen(command, start_new_session=True)
+    return subprocess.Popen(command, start_new_session=True, preexec_fn=_stop_when_parent_dies(os.getpid()))
 
 
 def stop_all(processes: dict[str, subprocess.Popen]) -> None:

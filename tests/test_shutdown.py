@@ -143,3 +143,32 @@ def test_sigterm_to_serve_finishes_requests_and_puts_the_running_job_back_in_the
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_killed_serve_takes_gunicorn_and_the_consumer_with_it(tmp_path):
+    """SIGKILL cannot be forwarded: the children are told by the kernel (PR_SET_PDEATHSIG) and stop."""
+    process, url = start_serve(job_env(tmp_path), tmp_path / "serve.log")
+    children = [int(p) for p in open(f"/proc/{process.pid}/task/{process.pid}/children").read().split()]
+    assert len(children) == 2
+    process.kill()
+    process.wait(timeout=10)
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as stat:  # reaped by init soon; a zombie has stopped already
+                return stat.read().split()[2] == "Z"
+        except FileNotFoundError:
+            return True
+
+    try:
+        wait_for(lambda: all(gone(pid) for pid in children), 30, what="gunicorn and the consumer to stop")
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/healthz", timeout=2)
