@@ -1,6 +1,6 @@
 """Training jobs next to predictions, and how fast a queued job starts, on real processes.
 
-1. ``POST /predict`` (XOR, batch 4) p99 latency with wrk against gunicorn (2 sync workers) while a
+1. ``POST /predict`` (XOR, batch 4) p99 latency with wrk against gunicorn (2 workers, gunicorn.conf.py) while a
    training job runs in a consumer on the same machine, vs the same with the consumer idle, in the same
    run, idle and training alternated. Target: <= 2x. Shown for the consumer at its default niceness
    (10) and at niceness 0 (``BENCH_JOBS_NICENESS=19,10,0`` for others), to show what lowering the
@@ -48,7 +48,9 @@ def _request(method: str, url: str, body=None) -> dict:
 
 @contextlib.contextmanager
 def consumer(env: dict, *args: str):
-    process = subprocess.Popen([sys.executable, "-m", "service.worker", *args], cwd=REPO_ROOT, env=env)
+    # A session of its own, as service.serve (make serve) starts it.
+    process = subprocess.Popen([sys.executable, "-m", "service.worker", *args], cwd=REPO_ROOT, env=env,
+                               start_new_session=True)
     try:
         yield process
     finally:
@@ -76,7 +78,7 @@ def predict_latency_under_training(wrk: str, server: GunicornServer, env: dict, 
     script = _post_script(directory, {"model": "xor", "inputs": XOR["inputs"]})
     url = server.url + "/predict"
     subprocess.run([wrk, "-t1", "-c2", "-d1s", "-s", script, url], check=True, capture_output=True)  # warm up
-    print(f"POST /predict (XOR, batch 4) with wrk -t2 -c8, gunicorn 2 sync workers; consumer on the same 2 cores; "
+    print(f"POST /predict (XOR, batch 4) with wrk -t2 -c8, gunicorn 2 gthread workers; consumer on the same 2 cores; "
           f"idle and training alternated, {ROUNDS} rounds, medians")
     for nice in NICENESS:
         idle, busy = [], []

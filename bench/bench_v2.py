@@ -163,7 +163,7 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
             runs[name].append(measured_run(wrk, server, url, script))
     print(
         f"load generator: wrk, 2 threads, {CONNECTIONS} connections, {DURATION_S}s x {ROUNDS} rounds each "
-        f"(medians), gunicorn {server.workers} sync workers on loopback"
+        f"(medians), gunicorn {server.workers} gthread workers (gunicorn.conf.py) on loopback"
     )
     summary = {}
     for name, results in runs.items():

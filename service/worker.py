@@ -60,6 +60,24 @@ def build_consumer(backend: JobBackend, workers: int = 1, worker_type: str = "th
     )
 
 
+def nice_own_autogroup(nice: int) -> None:
+    """Make the niceness count against other sessions too.
+
+    With Linux's autogroup scheduling (on by default on many kernels), the CPU is first shared fairly
+    between sessions and only then by niceness within one: a consumer in a session of its own (as
+    ``service.serve`` starts it) would take a full share from gunicorn whatever its niceness. Setting
+    the session's autogroup niceness fixes that. Only done when this process leads its session, so a
+    worker started from a shell never renices the shell's other programs.
+    """
+    if os.getsid(0) != os.getpid():
+        return
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(nice))
+    except OSError:  # no autogroup support (other kernels, some containers): niceness alone applies
+        pass
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     log_to_stderr_as_json("", logging.INFO if args.verbose else logging.WARNING)  # as the web service logs
@@ -71,6 +89,7 @@ def main(argv=None) -> None:
                              f"{args.metrics_host}:{args.metrics_port}: {error.strerror or error}") from None
     if args.nice:
         os.nice(args.nice)
+        nice_own_autogroup(args.nice)
     backend = JobBackend(JobSettings.from_env())
     settings = backend.settings
     logger.warning("minigrad worker: %s backend, %d %s worker(s), heartbeat timeout %g s",
