@@ -181,7 +181,10 @@ def finite_array(value, ndim: int) -> np.ndarray:
                 raise ValidationError("expected a rectangular array of numbers") from None
     else:
         raise ValidationError(f"expected an array of numbers, got {describe(value)}")
-    array = array.astype(np.float64, copy=False)
+    if array.dtype.kind != "f":
+        return array.astype(np.float64)  # integers: always finite as float64 (at most ~1.8e19)
+    if array.dtype != np.float64:
+        array = array.astype(np.float64)
     finite = np.isfinite(array)
     if not finite.all():
         index = tuple(np.argwhere(~finite)[0])

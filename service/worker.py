@@ -92,15 +92,16 @@ def main(argv=None) -> None:
         nice_own_autogroup(args.nice)
     backend = JobBackend(JobSettings.from_env())
     settings = backend.settings
+    consumer = build_consumer(backend, args.workers, args.worker_type)
+    # Huey installs its Ctrl-C/SIGTERM handlers only after it has logged "consumer started" and
+    # started its workers; a signal in between would kill the process with a KeyboardInterrupt.
+    # Installing the same handlers first makes such a signal a normal (graceful) stop. The line
+    # below comes after them, so a supervisor (or a test) that saw it can stop the worker cleanly.
+    consumer._set_signal_handlers()
     logger.warning("minigrad worker: %s backend, %d %s worker(s), heartbeat timeout %g s",
                    backend.backend_name, args.workers, args.worker_type, settings.heartbeat_timeout)
     reaper = ReaperThread(backend, interval=max(0.5, min(settings.heartbeat_timeout / 2, 30.0)))
     reaper.start()
-    consumer = build_consumer(backend, args.workers, args.worker_type)
-    # Huey installs its Ctrl-C/SIGTERM handlers only after it has logged "consumer started" and
-    # started its workers; a signal in between would kill the process with a KeyboardInterrupt.
-    # Installing the same handlers first makes such a signal a normal (graceful) stop.
-    consumer._set_signal_handlers()
     consumer.run()
     reaper.stopped.set()
 

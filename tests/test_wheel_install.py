@@ -192,6 +192,12 @@ def deployment(request, image, tmp_path_factory):
                 return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
 
         wait_for(api_ready, 60, what="gunicorn to answer /healthz")
+
+        def workers_ready():  # their first log line comes once SIGTERM is a graceful stop
+            return all("minigrad worker:" in (base / f"{name}.log").read_text()
+                       for name in processes if name.startswith("worker"))
+
+        wait_for(workers_ready, 60, what="the workers to start")
         yield Deployment(
             url=f"http://127.0.0.1:{port}", port=port, models=Path(models),
             worker_pids={p.pid for name, p in processes.items() if name.startswith("worker")},
