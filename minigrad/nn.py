@@ -229,7 +229,8 @@ class MSELoss(_Loss):
         if self.reduction == "sum":
             # The sum of squares as one dot product: a third of the numpy calls of square-then-reduce,
             # which on a small model cost more than their arithmetic.
-            out = np.asarray(np.vdot(diff, diff))
+            flat = diff.ravel()
+            out = np.asarray(flat.dot(flat))  # ndarray.dot: no Python-level dispatcher, unlike np.vdot
             if not _records(pred):
                 return _constant(out)
             return _node(out, "mse", (pred,), lambda g: ((diff + diff) * g,))
