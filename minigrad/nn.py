@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tensor import Tensor, _add_reduce, _constant, _node, _records, linear, linear_array, no_grad
+from .tensor import Tensor, _add_reduce, _constant, _constants, _node, _records, linear, linear_array, no_grad
 
 __all__ = [
     "Layer",
@@ -233,7 +233,13 @@ class MSELoss(_Loss):
             out = np.asarray(flat.dot(flat))  # ndarray.dot: no Python-level dispatcher, unlike np.vdot
             if not _records(pred):
                 return _constant(out)
-            return _node(out, "mse", (pred,), lambda g: ((diff + diff) * g,))
+            one = _constants(p.dtype).one  # backward()'s default seed: d loss / d loss
+
+            def backward(g):
+                twice = diff + diff
+                return (twice if g is one else twice * g,)  # x * 1 == x: one numpy call fewer
+
+            return _node(out, "mse", (pred,), backward)
         return self._finish(pred, diff * diff, lambda: diff + diff, "mse")
 
 

@@ -160,14 +160,20 @@ class SGD(Optimizer):
     def step(self, zero=True):
         alpha, momentum, decay = self.alpha, self.momentum, self.weight_decay
         if not (momentum or decay) and type(alpha) in (float, int):
-            # Plain SGD on a packed model: two numpy calls (one when alpha is 1, as in the course
-            # notes: 1 * g == g exactly), scaling the concatenated gradient, a new array, in place.
-            # A Python number is cast to the values' dtype either way, so this is bit for bit
-            # ``values -= alpha * g`` (a numpy float64 alpha would widen that product: general path).
+            # Plain SGD: with alpha 1 (as in the course notes; 1 * g == g exactly) one subtraction
+            # per parameter; on a packed model otherwise two numpy calls for the whole model, scaling
+            # the concatenated gradient (a new array) in place. A Python number is cast to the values'
+            # dtype either way, so this is bit for bit ``values -= alpha * g`` (a numpy float64 alpha
+            # would widen that product: general path).
+            if alpha == 1:
+                for p in self.parameters:
+                    if p.grad is not None:
+                        np.subtract(p.data, p.grad.data, out=p.data)
+                self._clear(zero)
+                return
             g = self._packed_gradient()
             if g is not None:
-                if alpha != 1:
-                    np.multiply(g, alpha, out=g)
+                np.multiply(g, alpha, out=g)
                 np.subtract(self._packed, g, out=self._packed)
                 self._clear(zero)
                 return

@@ -104,6 +104,25 @@ def test_packed_optimizer_skips_a_parameter_without_gradient():
     np.testing.assert_array_equal(v.data, [1.0, 1.0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_with_alpha_one_subtracts_each_gradient_exactly(dtype):
+    # alpha 1 (the course notes' setting) takes its own path: values -= g, parameter by parameter.
+    w = Tensor(rng.normal(size=(3, 2)).astype(dtype), autograd=True)
+    b = Tensor(rng.normal(size=2).astype(dtype), autograd=True)
+    unused = Tensor(np.ones(4, dtype=dtype), autograd=True)
+    optimizer = SGD([w, b, unused], alpha=1)
+    x = Tensor(rng.normal(size=(5, 3)).astype(dtype))
+    ((x @ w + b).tanh() ** 2).sum().backward()
+    expected = [w.data - w.grad.data, b.data - b.grad.data]
+    weight_before = w.data
+    optimizer.step()
+    np.testing.assert_array_equal(w.data, expected[0])
+    np.testing.assert_array_equal(b.data, expected[1])
+    np.testing.assert_array_equal(unused.data, np.ones(4, dtype=dtype))
+    assert w.data is weight_before and w.data.dtype == dtype  # in place, as users' references expect
+    assert w.grad is None and b.grad is None
+
+
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_chunked_sgd_update_equals_the_one_shot_formula(order, dtype):
