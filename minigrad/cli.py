@@ -471,9 +471,14 @@ def _require_module(name: str, what: str):
         raise click.ClickException(f"{what} is not installed (module {name} is missing); reinstall minigrad")
 
 
+_PROJECT_CONF = "gunicorn.conf.py"  # in the working directory: the project's root, or /app in the image
+_PACKAGED_CONF = "python:service.gunicorn_config"  # the same settings, from the installed package
+
+
 @main.command(context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default="gunicorn.conf.py",
-              show_default=True, help="gunicorn settings (the project's file; /app/gunicorn.conf.py in the image).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="gunicorn settings file  [default: ./gunicorn.conf.py when there is one (the project's, "
+                   "/app in the image), else the same settings from the installed package]")
 @click.option("--host", default=None, help="Interface to listen on  [default: the config's, 127.0.0.1]")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="[default: $PORT or 8000]")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="gunicorn worker processes.")
@@ -490,18 +495,20 @@ def serve(config_path, host, port, workers, model_dir, data_dir, consumer, gunic
     unchanged, e.g. minigrad serve -- --timeout 120.
     """
     _require_module("service.serve" if consumer else "service", "the HTTP service")
-    if not os.path.isfile(config_path):
-        raise click.BadParameter(
-            f"{config_path!r} is not a file; run from the project's directory or give the path of gunicorn.conf.py",
-            param_hint="'--config'",
-        )
+    if config_path is None:
+        config = os.path.abspath(_PROJECT_CONF) if os.path.isfile(_PROJECT_CONF) else _PACKAGED_CONF
+    elif os.path.isfile(config_path):
+        config = os.path.abspath(config_path)
+    else:
+        raise click.BadParameter(f"{config_path!r} is not a file; give the path of a gunicorn settings file, or "
+                                 "leave --config out to use the project's", param_hint="'--config'")
     if model_dir is not None:
         os.environ["MINIGRAD_MODEL_DIR"] = os.path.abspath(model_dir)
     if data_dir is not None:
         os.environ["MINIGRAD_DATA_DIR"] = os.path.abspath(data_dir)
     # service.serve passes its arguments to gunicorn; a second --config overrides the one it starts with.
     runner = "service.serve" if consumer else "gunicorn"
-    argv = [sys.executable, "-m", runner, "--config", os.path.abspath(config_path)]
+    argv = [sys.executable, "-m", runner, "--config", config]
     if host is not None or port is not None:
         argv += ["--bind", f"{host or '127.0.0.1'}:{port or os.environ.get('PORT', '8000')}"]
     if workers is not None:

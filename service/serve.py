@@ -18,7 +18,9 @@ from pathlib import Path
 
 from .metrics import prepare_multiprocess_dir
 
-GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+# The project's gunicorn.conf.py in a checkout (``make serve``); the same settings from the package otherwise.
+_PROJECT_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+GUNICORN_CONF = str(_PROJECT_CONF) if _PROJECT_CONF.is_file() else "python:service.gunicorn_config"
 STOP_TIMEOUT = 20.0
 
 
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
     # One metrics directory for both, so /metrics also counts the consumer's training time.
     prepare_multiprocess_dir()
     processes = {
-        "gunicorn": start([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), *gunicorn_args]),
+        "gunicorn": start([sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, *gunicorn_args]),
         "consumer": start([sys.executable, "-m", "service.worker"]),
     }
     exited = None

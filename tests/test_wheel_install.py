@@ -101,9 +101,9 @@ class Image:
         which ``python -c`` would otherwise put first on sys.path)."""
         return run([self.moved(str(word)) for word in command], cwd=self.workdir, env=self.env)
 
-    def start(self, command: list[str], log: Path, extra_env: dict) -> subprocess.Popen:
+    def start(self, command: list[str], log: Path, extra_env: dict, cwd: Path | None = None) -> subprocess.Popen:
         with open(log, "wb") as out:
-            return subprocess.Popen([self.moved(word) for word in command], cwd=self.workdir,
+            return subprocess.Popen([self.moved(word) for word in command], cwd=cwd or self.workdir,
                                     env={**self.env, **extra_env}, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
 
@@ -314,15 +314,13 @@ def test_the_wheel_is_what_the_image_installs(image):
     assert "'minigrad'" in entry_points and "'minigrad-worker'" in entry_points
 
 
-def test_minigrad_serve_from_the_install_with_the_image_config(image, tmp_path):
+def serve_and_predict(image, arguments: list[str], log: Path, cwd: Path | None = None) -> None:
+    """``minigrad serve ARGUMENTS`` on a free port answers an iris prediction, and then stops cleanly."""
     port = free_port()
-    entrypoint = RUNTIME.last("ENTRYPOINT").exec_form()
-    config = entrypoint[entrypoint.index("--config") + 1]
-    server = image.start(["minigrad", "serve", "--config", config, "--port", str(port), "--workers", "1"],
-                         tmp_path / "serve.log", {})
+    server = image.start(["minigrad", "serve", *arguments, "--port", str(port), "--workers", "1"], log, {}, cwd=cwd)
     try:
         def answers():
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            assert server.poll() is None, log.read_text()
             with contextlib.suppress(requests.RequestException):
                 body = {"model": "iris", "inputs": [5.1, 3.5, 1.4, 0.2]}
                 return requests.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=2).json()
@@ -330,3 +328,20 @@ def test_minigrad_serve_from_the_install_with_the_image_config(image, tmp_path):
         assert len(wait_for(answers, 60, what="minigrad serve to answer")["outputs"]) == 3
     finally:
         assert stop(server) == 0
+
+
+def test_minigrad_serve_from_the_install_with_the_image_config(image, tmp_path):
+    entrypoint = RUNTIME.last("ENTRYPOINT").exec_form()
+    serve_and_predict(image, ["--config", entrypoint[entrypoint.index("--config") + 1]], tmp_path / "serve.log")
+
+
+def test_minigrad_serve_outside_any_checkout_uses_the_packaged_settings(image, tmp_path):
+    # No gunicorn.conf.py in the working directory (as after a plain `pip install minigrad`): the same
+    # settings come from the package, JSON access log and gthread workers included.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log = tmp_path / "serve.log"
+    serve_and_predict(image, ["--no-consumer"], log, cwd=elsewhere)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("message") == "Using worker: gthread" for line in lines), log.read_text()
+    assert any(line.get("logger") == "gunicorn.access" and line.get("path") == "/predict" for line in lines)
