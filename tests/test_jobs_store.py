@@ -9,7 +9,7 @@ import pytest
 from jobs_support import redis_server, wait_for
 
 from service.jobs.backend import JobBackend
-from service.jobs.reaper import ReaperThread, purge_expired_jobs, reap_stale_jobs
+from service.jobs.reaper import ReaperThread, purge_expired_jobs, reap_orphaned_jobs, reap_stale_jobs
 from service.jobs.settings import JobSettings
 from service.jobs.store import CANCELLED, LOST, QUEUED, RUNNING, SUCCEEDED, new_record
 
@@ -133,3 +133,42 @@ def test_the_consumers_reaper_thread_reaps_with_nobody_reading(backend):
     finally:
         reaper.stopped.set()
         reaper.join()
+
+
+def test_queued_ids_are_the_jobs_waiting_for_a_consumer(store):
+    add(store, "waiting", 1.0)
+    add(store, "running", 2.0, status=RUNNING, heartbeat_at=2.0)
+    add(store, "done", 3.0, status=SUCCEEDED, finished_at=4.0)
+    assert store.queued_ids() == ["waiting"]
+
+
+def test_a_job_whose_task_was_taken_but_never_started_is_reaped_as_lost(backend):
+    # A consumer takes the task from the queue (Huey's own dequeue) and dies before claiming the job.
+    taken = backend.submit({"epochs": 1}, {"spec": {}}, 1)["id"]
+    assert backend.huey.dequeue().id == taken
+    claimed = backend.submit({"epochs": 1}, {"spec": {}}, 1)["id"]
+    assert backend.huey.dequeue().id == claimed
+    waiting = backend.submit({"epochs": 1}, {"spec": {}}, 1)["id"]  # still in the queue: never reaped
+    timeout, start = 30.0, time.time()
+
+    assert reap_orphaned_jobs(backend, timeout, now=start) == []  # first look: noted, not judged
+    backend.store.update(claimed, expect={QUEUED}, status=RUNNING, heartbeat_at=start)  # its consumer claims it
+    assert reap_orphaned_jobs(backend, timeout, now=start + timeout - 1) == []
+    assert reap_orphaned_jobs(backend, timeout, now=start + timeout) == [taken]
+    lost = backend.store.get(taken)
+    assert lost["status"] == LOST and "no consumer started it" in lost["error"] and lost["finished_at"] > start
+    assert backend.store.get(waiting)["status"] == QUEUED and backend.store.get(claimed)["status"] == RUNNING
+    assert reap_orphaned_jobs(backend, timeout, now=start + 10 * timeout) == []
+    assert backend.unqueued_since == {}
+
+
+def test_a_job_missing_from_the_queue_for_a_moment_is_not_reaped(backend):
+    # Submitting records the job before enqueueing its task, and a shutdown puts a task back the same
+    # way: a look in between sees a queued job with no task, which must not count on its own.
+    job = backend.submit({"epochs": 1}, {"spec": {}}, 1)["id"]
+    task = backend.huey.dequeue()
+    start = time.time()
+    assert reap_orphaned_jobs(backend, 30.0, now=start) == []
+    backend.huey.enqueue(task)  # back in the queue
+    assert reap_orphaned_jobs(backend, 30.0, now=start + 31) == []
+    assert backend.store.get(job)["status"] == QUEUED and backend.unqueued_since == {}

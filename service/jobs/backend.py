@@ -37,6 +37,7 @@ class JobBackend:
         self.huey.signal(huey_signals.SIGNAL_INTERRUPTED)(self._requeue_interrupted)
         self._registry = None
         self.last_purge = 0.0  # when this process last purged expired jobs (see housekeeping_on_read)
+        self.unqueued_since: dict[str, float] = {}  # queued jobs seen without a task in the queue (reaper)
 
     @property
     def backend_name(self) -> str:

@@ -5,6 +5,12 @@ nothing ever retries or reports it. A running job therefore renews a heartbeat, 
 ``reap_stale_jobs`` marks it ``lost`` once that heartbeat is older than the timeout. It runs
 periodically in every consumer and, lazily, whenever the API reads jobs, so a lost job is reported
 even when no consumer is left alive.
+
+A consumer can also die after taking a task from the queue but before claiming its job (queued ->
+running, milliseconds later): the job would then wait as ``queued`` for ever, its task gone.
+``reap_orphaned_jobs`` marks such a job lost once it has seen it queued, with no task in Huey's
+queue, on two looks at least the heartbeat timeout apart (a consumer claims a job it dequeued long
+before that, and a job being submitted or put back is missing from the queue only for an instant).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import threading
 import time
 
-from .store import LOST, RUNNING
+from .store import LOST, QUEUED, RUNNING
 
 logger = logging.getLogger("minigrad.jobs")
 
@@ -44,6 +50,37 @@ def reap_stale_jobs(store, timeout: float, now: float | None = None) -> list[str
     return reaped
 
 
+def reap_orphaned_jobs(backend, timeout: float, now: float | None = None) -> list[str]:
+    """Mark queued jobs lost whose task has been missing from the queue for ``timeout`` seconds or more
+    (judged across calls: ``backend.unqueued_since`` remembers when each was first seen missing)."""
+    now = time.time() if now is None else now
+    watch = backend.unqueued_since
+    queued = backend.store.queued_ids()
+    if not queued:
+        watch.clear()
+        return []
+    in_queue = {task.id for task in backend.huey.pending()}
+    for job_id in set(watch) - set(queued) | (set(watch) & in_queue):
+        watch.pop(job_id, None)  # claimed, finished or deleted since; or its task is (back) in the queue
+    reaped = []
+    for job_id in queued:
+        if job_id in in_queue:
+            continue
+        first_seen = watch.setdefault(job_id, now)
+        if now - first_seen < timeout:
+            continue
+        reason = (
+            f"its task left the queue but no consumer started it for {now - first_seen:.0f} s: the consumer that "
+            "took it was stopped or killed before it could begin, and Huey delivers a task at most once. "
+            "Submit the job again."
+        )
+        if backend.store.update(job_id, expect={QUEUED}, status=LOST, error=reason, finished_at=now) is not None:
+            logger.warning("job %s lost: %s", job_id, reason)
+            reaped.append(job_id)
+        watch.pop(job_id, None)
+    return reaped
+
+
 def purge_expired_jobs(backend, now: float | None = None) -> list[str]:
     """Delete finished jobs (record, history, trained model) older than the retention period."""
     now = time.time() if now is None else now
@@ -56,6 +93,7 @@ def purge_expired_jobs(backend, now: float | None = None) -> list[str]:
 
 def housekeeping(backend, now: float | None = None) -> None:
     reap_stale_jobs(backend.store, backend.settings.heartbeat_timeout, now)
+    reap_orphaned_jobs(backend, backend.settings.heartbeat_timeout, now)
     purge_expired_jobs(backend, now)
 
 

@@ -63,6 +63,10 @@ class JobStore(ABC):
     def finished_before(self, cutoff: float) -> list[str]: ...
 
     @abstractmethod
+    def queued_ids(self) -> list[str]:
+        """The ids of the jobs waiting for a consumer (status ``queued``)."""
+
+    @abstractmethod
     def append_history(self, job_id: str, records: list[dict]) -> None: ...
 
     @abstractmethod
@@ -189,6 +193,9 @@ class SqliteJobStore(JobStore):
         query = "select id from minigrad_job where finished_at is not null and finished_at < ?"
         return [i for (i,) in self._connection().execute(query, (cutoff,))]
 
+    def queued_ids(self):
+        return [i for (i,) in self._connection().execute("select id from minigrad_job where status = ?", (QUEUED,))]
+
     def append_history(self, job_id, records):
         with self._transaction() as db:
             db.executemany(
@@ -311,6 +318,12 @@ class RedisJobStore(JobStore):
 
     def finished_before(self, cutoff):
         return [i.decode() for i in self.conn.zrangebyscore(self.finished, "-inf", f"({cutoff!r}")]
+
+    def queued_ids(self):
+        # The active set holds queued and running jobs: a few records to read (max_active_jobs at most).
+        ids = [i.decode() for i in self.conn.smembers(self.active)]
+        raws = self.conn.mget([self._key(i) for i in ids]) if ids else []
+        return [i for i, raw in zip(ids, raws) if raw is not None and json.loads(raw)["status"] == QUEUED]
 
     def append_history(self, job_id, records):
         if records:
