@@ -69,14 +69,21 @@ def _job_or_404(job_id: str) -> dict:
 
 
 def _wait_until_finished(job_id: str, seconds: float) -> dict:
+    """The job's record once it finished, or after ``seconds`` (capped); at once, without waiting, when
+    ``max_waiting_requests`` requests of this process are already waiting (the client then polls)."""
     backend = get_job_backend()
     store = backend.store
-    deadline = time.monotonic() + min(seconds, backend.settings.max_wait_seconds)
-    record = store.get(job_id)
-    while record["status"] in ACTIVE and time.monotonic() < deadline:
-        time.sleep(WAIT_POLL_SECONDS)
+    if not backend.waiting_requests.acquire(blocking=False):
+        return store.get(job_id)
+    try:
+        deadline = time.monotonic() + min(seconds, backend.settings.max_wait_seconds)
         record = store.get(job_id)
-    return record
+        while record["status"] in ACTIVE and time.monotonic() < deadline:
+            time.sleep(WAIT_POLL_SECONDS)
+            record = store.get(job_id)
+        return record
+    finally:
+        backend.waiting_requests.release()
 
 
 @blp.route("/train", methods=["POST"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -404,3 +405,26 @@ def test_submitting_and_cancelling_need_the_token_when_one_is_set(tmp_path):
     assert client.get(f"/jobs/{job['id']}").status_code == 200  # reading stays open
     assert client.delete(f"/jobs/{job['id']}").status_code == 401
     assert client.delete(f"/jobs/{job['id']}", headers=auth).status_code == 200
+
+
+def test_waits_beyond_the_per_worker_limit_answer_at_once(tmp_path):
+    # No consumer runs, so every job stays queued and a waiting request waits its whole ?wait=.
+    app = make_app(tmp_path, MINIGRAD_MAX_WAITING_REQUESTS=1)
+    store = backend_of(app).store
+    answers = {}
+
+    def submit(name, wait):
+        started = time.monotonic()
+        response = app.test_client().post(f"/train?wait={wait}", json=xor_request())
+        answers[name] = (response.status_code, response.get_json()["status"], time.monotonic() - started)
+
+    first = threading.Thread(target=submit, args=("first", 3))
+    first.start()
+    wait_for(lambda: store.page(0, 10)[1] == 1, 5, what="the first job to be recorded")
+    time.sleep(0.5)  # the first request takes the waiting slot right after recording its job
+    submit("second", 3)  # the one slot is taken: answered at once, the job still queued
+    first.join()
+    assert answers["first"][:2] == (202, "queued") and answers["first"][2] >= 3
+    assert answers["second"][:2] == (202, "queued") and answers["second"][2] < 1.5
+    submit("third", 1)  # the slot is free again once the first answered
+    assert answers["third"][:2] == (202, "queued") and answers["third"][2] >= 1

@@ -8,6 +8,7 @@ submit and read jobs; the consumer (``service.worker``) uses one to run them.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 
@@ -38,6 +39,8 @@ class JobBackend:
         self._registry = None
         self.last_purge = 0.0  # when this process last purged expired jobs (see housekeeping_on_read)
         self.unqueued_since: dict[str, float] = {}  # queued jobs seen without a task in the queue (reaper)
+        # Web side: POST /train?wait= requests waiting now in this process (see service.train_api).
+        self.waiting_requests = threading.BoundedSemaphore(max(settings.max_waiting_requests, 0))  # 0: never wait
 
     @property
     def backend_name(self) -> str:

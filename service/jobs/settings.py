@@ -41,6 +41,9 @@ class JobSettings:
     retention_seconds: float = 7 * 24 * 3600.0
     # POST /train?wait= holds a web worker this long at most; keep it under gunicorn's worker timeout.
     max_wait_seconds: float = 25.0
+    # ...and at most this many such requests wait at once in one web worker; the next ones answer 202
+    # at once. Each wait holds one of a worker's threads, which predictions need (gunicorn.conf.py: 4).
+    max_waiting_requests: int = 2
     limits: JobLimits = JobLimits()
 
     @property
@@ -76,6 +79,7 @@ class JobSettings:
             heartbeat_timeout=get("MINIGRAD_HEARTBEAT_TIMEOUT", cls.heartbeat_timeout, float),
             retention_seconds=get("MINIGRAD_JOB_RETENTION_SECONDS", cls.retention_seconds, float),
             max_wait_seconds=get("MINIGRAD_MAX_WAIT_SECONDS", cls.max_wait_seconds, float),
+            max_waiting_requests=get("MINIGRAD_MAX_WAITING_REQUESTS", cls.max_waiting_requests, int),
             limits=limits,
         )
 
