@@ -35,7 +35,8 @@ def create_app(config=None) -> Flask:
     app.config.update(load_config(config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MINIGRAD_MAX_BODY_BYTES"]
     os.makedirs(app.config["MINIGRAD_MODEL_DIR"], exist_ok=True)
-    app.extensions[EXTENSION_KEY] = ModelRegistry(app.config["MINIGRAD_MODEL_DIR"])
+    app.extensions[EXTENSION_KEY] = ModelRegistry(app.config["MINIGRAD_MODEL_DIR"],
+                                                  recheck_seconds=app.config["MINIGRAD_MODEL_RECHECK_SECONDS"])
 
     request_log.init_app(app)
     metrics.init_app(app)

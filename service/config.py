@@ -17,6 +17,9 @@ DEFAULTS = {
     "MINIGRAD_PROTECT_PREDICT": False,
     # A 1,000 x 784 batch of full-precision floats is about 16 MB of JSON; 64 MiB leaves room.
     "MINIGRAD_MAX_BODY_BYTES": 64 * 1024 * 1024,
+    # How long a model lookup is reused before the disk is looked at again (files changed by hand show
+    # up within this; changes through the service at once): see service/registry.py. 0: every request.
+    "MINIGRAD_MODEL_RECHECK_SECONDS": 1.0,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -48,6 +51,16 @@ def _as_positive_int(name: str, value) -> int:
     return number
 
 
+def _as_seconds(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a number of seconds (0 or more), got {value!r}") from None
+    if not 0 <= number < float("inf"):
+        raise ConfigError(f"{name}: expected a number of seconds (0 or more), got {value!r}")
+    return number
+
+
 def load_config(overrides: Mapping | None = None, environ: Mapping | None = None) -> dict:
     """The effective settings: ``DEFAULTS`` < environment variables < ``overrides``.
 
@@ -64,6 +77,7 @@ def load_config(overrides: Mapping | None = None, environ: Mapping | None = None
     settings["MINIGRAD_MODEL_DIR"] = os.path.abspath(os.fspath(settings["MINIGRAD_MODEL_DIR"]))
     settings["MINIGRAD_DATA_DIR"] = os.path.abspath(os.fspath(settings["MINIGRAD_DATA_DIR"]))
     settings["MINIGRAD_API_TOKEN"] = settings["MINIGRAD_API_TOKEN"] or None
-    for name, normalize in (("MINIGRAD_PROTECT_PREDICT", _as_bool), ("MINIGRAD_MAX_BODY_BYTES", _as_positive_int)):
+    for name, normalize in (("MINIGRAD_PROTECT_PREDICT", _as_bool), ("MINIGRAD_MAX_BODY_BYTES", _as_positive_int),
+                            ("MINIGRAD_MODEL_RECHECK_SECONDS", _as_seconds)):
         settings[name] = normalize(name, settings[name])
     return settings

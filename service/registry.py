@@ -15,12 +15,23 @@ two changes within one tick would look like one), and an unknown version or mode
 for afresh. A parsed model is cached per process and re-read only when its file's identity (inode,
 size, mtime, ctime) changed. Writers never modify a file in place: a complete temporary file is linked to its final
 name, so a reader sees either no file or the whole of it.
+
+Looking at the disk costs two ``stat`` calls, each of which lets another thread take the GIL: under
+load that is a tenth of a small prediction's CPU. So a lookup answered from the disk is reused, with no
+system call at all, for ``recheck_seconds`` (``MINIGRAD_MODEL_RECHECK_SECONDS``, 1 s by default, as
+model servers that poll their repository do; 0 looks at the disk every time) -- unless something was
+changed through a registry meanwhile: every ``put`` and ``delete``, in any process using the directory
+(web workers, job consumers, containers sharing the volume), writes new random bytes into the
+directory's ``.minigrad-changes`` file, which every registry maps into memory (``ChangeToken``) and
+reads before reusing a lookup. Changes through the service are therefore seen at once everywhere, and
+files placed, replaced or removed by hand within ``recheck_seconds``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -149,14 +160,53 @@ def _fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+class ChangeToken:
+    """Eight bytes in ``<directory>/.minigrad-changes``, mapped into memory by every registry of the
+    directory: ``bump`` after a change, ``read`` (no system call) to learn whether anything changed.
+
+    Random bytes rather than a counter: two writers bumping at once still leave a value that neither
+    reader saw before. Without the file (a read-only directory, where nothing changes through a
+    registry anyway), ``read`` is always ``b""``: changes made by hand are seen within the recheck time."""
+
+    FILE = ".minigrad-changes"
+    SIZE = 8
+
+    def __init__(self, directory: str):
+        self._map = None
+        try:
+            fd = os.open(os.path.join(directory, self.FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd).st_size < self.SIZE:
+                os.ftruncate(fd, self.SIZE)
+            self._map = mmap.mmap(fd, self.SIZE)
+        except (OSError, ValueError):
+            self._map = None
+        finally:
+            os.close(fd)
+
+    def read(self) -> bytes:
+        return b"" if self._map is None else self._map[: self.SIZE]
+
+    def bump(self) -> None:
+        if self._map is not None:
+            self._map[: self.SIZE] = os.urandom(self.SIZE)
+
+
 class ModelRegistry:
     """The models under ``directory``; safe to share between threads of one process."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, recheck_seconds: float = 1.0):
         self.directory = os.path.abspath(os.fspath(directory))
+        self.recheck_seconds = recheck_seconds
         self._cache: dict[str, tuple[tuple, LoadedModel]] = {}
         self._listings: dict[str, tuple[tuple | None, dict[int, str]]] = {}  # name -> (its directory's stat, paths)
         self._lock = threading.Lock()
+        self._changes = ChangeToken(self.directory)
+        # (name, version or None) -> (when the disk was looked at, LoadedModel), valid while the token is _seen.
+        self._recent: dict[tuple, tuple[float, LoadedModel]] = {}
+        self._seen = b""
 
     # ------------------------------------------------------------------ reading
 
@@ -177,7 +227,22 @@ class ModelRegistry:
         return sorted(self._version_paths(name))
 
     def get(self, name: str, version: int | None = None) -> LoadedModel:
-        """The given version of ``name`` (the latest when ``None``), from the cache when unchanged on disk."""
+        """The given version of ``name`` (the latest when ``None``), from the cache when unchanged on disk
+        (looked at again after ``recheck_seconds``, or at once after a change through any registry)."""
+        token = self._changes.read()  # before the disk: a change made after this read moves it again
+        now = time.monotonic()
+        if token != self._seen:
+            self._recent.clear()
+            self._seen = token
+        recent = self._recent.get((name, version))
+        if recent is not None and now - recent[0] < self.recheck_seconds:
+            return recent[1]
+        loaded = self._get_from_disk(name, version)
+        if token == self._seen:  # else another thread saw a newer token meanwhile: do not keep this one
+            self._recent[(name, version)] = (now, loaded)
+        return loaded
+
+    def _get_from_disk(self, name: str, version: int | None) -> LoadedModel:
         paths = self._listed_paths(name)
         if version is not None and version not in paths:
             paths = self._version_paths(name)  # a miss is checked against the disk, never the listing
@@ -283,6 +348,7 @@ class ModelRegistry:
                     file.flush()
                     os.fsync(file.fileno())
                 version = self._link_next_version(name, base, temporary)
+                self._changes.bump()  # the new version is in place: every registry looks again
             finally:
                 os.unlink(temporary)
             _fsync_directory(base)
@@ -326,6 +392,8 @@ class ModelRegistry:
             _fsync_directory(self.directory)
         except OSError as error:
             raise ModelStorageError(name, error) from error
+        finally:
+            self._changes.bump()  # even a failed delete may have taken the model out of sight
         with self._lock:
             for path in [p for p in self._cache if p == base + ".json" or p.startswith(base + os.sep)]:
                 del self._cache[path]

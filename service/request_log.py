@@ -135,7 +135,9 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def hand_over_request_id(response):
         current = request._get_current_object()
-        record = current.environ.setdefault(ENVIRON_KEY, {"request_id": request_id_from(None)})
+        record = current.environ.get(ENVIRON_KEY)
+        if record is None:  # before_request did not run (a request refused before it): an id of its own
+            record = current.environ[ENVIRON_KEY] = {"request_id": request_id_from(None)}
         response.headers[REQUEST_ID_HEADER] = record["request_id"]
         rule = current.url_rule
         if rule is not None:

@@ -17,6 +17,8 @@ def test_defaults():
     assert settings["MINIGRAD_API_TOKEN"] is None
     assert settings["MINIGRAD_PROTECT_PREDICT"] is False
     assert settings["MINIGRAD_MAX_BODY_BYTES"] == 64 * 1024 * 1024
+    assert settings["MINIGRAD_MODEL_RECHECK_SECONDS"] == 1.0
+    assert load_config(environ={"MINIGRAD_MODEL_RECHECK_SECONDS": "0.25"})["MINIGRAD_MODEL_RECHECK_SECONDS"] == 0.25
 
 
 def test_environment_then_mapping():
@@ -35,6 +37,9 @@ def test_environment_then_mapping():
     ("MINIGRAD_PROTECT_PREDICT", "maybe", "MINIGRAD_PROTECT_PREDICT"),
     ("MINIGRAD_MAX_BODY_BYTES", "lots", "MINIGRAD_MAX_BODY_BYTES"),
     ("MINIGRAD_MAX_BODY_BYTES", "0", "positive"),
+    ("MINIGRAD_MODEL_RECHECK_SECONDS", "soon", "MINIGRAD_MODEL_RECHECK_SECONDS: expected a number of seconds"),
+    ("MINIGRAD_MODEL_RECHECK_SECONDS", "-1", "0 or more"),
+    ("MINIGRAD_MODEL_RECHECK_SECONDS", "nan", "0 or more"),
 ])
 def test_bad_values_name_the_variable(name, value, fragment):
     with pytest.raises(ConfigError, match=fragment):

@@ -14,6 +14,14 @@ import minigrad
 from minigrad import Linear, Sequential, Sigmoid, Tanh
 from service import create_app
 from service.errors import PROBLEM_MIMETYPE
+from service.registry import ChangeToken
+
+CHANGES = ChangeToken.FILE  # the registries' shared change marker: bookkeeping, not a model
+
+
+def model_files(model_dir) -> list[str]:
+    """The model directory's entries, without the registries' change marker."""
+    return sorted(entry for entry in os.listdir(model_dir) if entry != CHANGES)
 
 
 def xor_like(seed: int) -> dict:
@@ -100,12 +108,12 @@ def test_unknown_things_are_404(client, method, url, fragment):
 
 @pytest.mark.parametrize("name", ["a..b", ".hidden", "-x", "x" * 65, "%00", "caf%C3%A9", "a%20b", "..%2F..%2Fetc"])
 def test_bad_model_names_are_400_or_404_and_touch_nothing(client, model_dir, name):
-    before = sorted(os.listdir(model_dir))
+    before = model_files(model_dir)
     for response in (client.get(f"/models/{name}"), client.put(f"/models/{name}", json=xor_like(1)),
                      client.delete(f"/models/{name}")):
         assert response.status_code in (400, 404)  # 404 when the router already refuses the path
         assert response.mimetype == PROBLEM_MIMETYPE
-    assert sorted(os.listdir(model_dir)) == before
+    assert model_files(model_dir) == before
 
 
 def test_an_invalid_document_is_422_with_its_locations(client, model_dir):
@@ -118,14 +126,14 @@ def test_an_invalid_document_is_422_with_its_locations(client, model_dir):
     assert_problem(client.put("/models/xor", json=[1, 2]), 422)
     assert_problem(client.put("/models/xor", data="{", content_type="application/json"), 400, "not valid JSON")
     assert_problem(client.put("/models/xor", data="x", content_type="text/csv"), 415, "text/csv")
-    assert sorted(os.listdir(model_dir)) == ["iris.json", "xor.json"]
+    assert model_files(model_dir) == ["iris.json", "xor.json"]
 
 
 @pytest.mark.parametrize("code, status", [(errno.ENOSPC, 507), (errno.EROFS, 503), (errno.EACCES, 503)])
 @pytest.mark.parametrize("name", ["xor", "new-model"])
 def test_a_disk_that_refuses_the_upload_is_a_clean_error(client, model_dir, monkeypatch, code, status, name):
     """Fault injection: the disk fails while the upload is written (full, read-only, permissions)."""
-    before = {path: path.read_bytes() for path in model_dir.rglob("*") if path.is_file()}
+    before = {path: path.read_bytes() for path in model_dir.rglob("*") if path.is_file() and path.name != CHANGES}
 
     def refuse(fd):
         raise OSError(code, os.strerror(code))
@@ -133,8 +141,8 @@ def test_a_disk_that_refuses_the_upload_is_a_clean_error(client, model_dir, monk
     monkeypatch.setattr(os, "fsync", refuse)
     assert_problem(client.put(f"/models/{name}", json=xor_like(1)), status, os.strerror(code))
     monkeypatch.undo()
-    after = {path: path.read_bytes() for path in model_dir.rglob("*") if path.is_file()}
-    assert after == before and sorted(os.listdir(model_dir)) == ["iris.json", "xor.json"]
+    after = {path: path.read_bytes() for path in model_dir.rglob("*") if path.is_file() and path.name != CHANGES}
+    assert after == before and model_files(model_dir) == ["iris.json", "xor.json"]
     assert client.post("/predict", json={"model": "xor", "inputs": [0, 1]}).status_code == 200
 
 
@@ -145,7 +153,7 @@ def test_a_directory_that_refuses_a_delete_is_a_clean_error(client, model_dir, m
     monkeypatch.setattr("tempfile.mkdtemp", refuse)
     assert_problem(client.delete("/models/xor"), 503, "Read-only file system")
     monkeypatch.undo()
-    assert sorted(os.listdir(model_dir)) == ["iris.json", "xor.json"]
+    assert model_files(model_dir) == ["iris.json", "xor.json"]
 
 
 def test_wrong_methods_are_405(client):
@@ -202,7 +210,7 @@ def test_writes_need_the_token(protected_app, model_dir, method, url, header):
     response = getattr(client, method)(url, json=xor_like(1), headers=headers)
     assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert sorted(os.listdir(model_dir)) == ["iris.json", "xor.json"]
+    assert model_files(model_dir) == ["iris.json", "xor.json"]
 
 
 def test_writes_with_the_token_succeed(protected_app):

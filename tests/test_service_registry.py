@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,6 +15,7 @@ import pytest
 import minigrad
 from minigrad import Linear, Sequential, Sigmoid, Tanh, Tensor, no_grad
 from service.registry import (
+    ChangeToken,
     InvalidModelFile,
     InvalidModelName,
     ModelNotFound,
@@ -32,7 +35,9 @@ def document(seed: int, **kwargs) -> dict:
 
 @pytest.fixture
 def registry(model_dir) -> ModelRegistry:
-    return ModelRegistry(model_dir)
+    # Looks at the disk on every lookup, so that these tests see each change by hand at once; the reuse
+    # of lookups between rechecks (the default) has its own tests at the end.
+    return ModelRegistry(model_dir, recheck_seconds=0)
 
 
 def test_hand_placed_files_are_version_1(registry):
@@ -100,7 +105,7 @@ def test_delete_removes_every_version(registry, model_dir):
     assert registry.delete("xor") == [1, 2]
     assert registry.names() == ["iris"]
     assert not (model_dir / "xor").exists() and not (model_dir / "xor.json").exists()
-    assert [entry for entry in os.listdir(model_dir) if entry.startswith(".")] == []
+    assert [entry for entry in os.listdir(model_dir) if entry.startswith(".")] == [ChangeToken.FILE]
     with pytest.raises(ModelNotFound):
         registry.get("xor")
     with pytest.raises(ModelNotFound):
@@ -270,3 +275,56 @@ def test_a_settled_hand_placed_file_removed_is_gone_at_once(registry, model_dir)
     os.unlink(model_dir / "xor.json")
     with pytest.raises(ModelNotFound):
         registry.get("xor")
+
+
+# ---------------------------------------------------------------------- reusing lookups between rechecks
+
+
+def test_a_lookup_is_reused_without_touching_the_disk_until_the_recheck_time(model_dir, monkeypatch):
+    registry = ModelRegistry(model_dir, recheck_seconds=60)
+    first = registry.get("xor")
+    calls = []
+    for name in ("stat", "listdir", "scandir"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda *args, real=real, name=name, **kwargs: calls.append(name) or real(*args))
+    assert all(registry.get("xor") is first for _ in range(100))
+    assert calls == []  # a stat lets other threads take the GIL: under load that was a tenth of a prediction
+
+
+def test_changes_through_another_registry_are_seen_at_once(model_dir):
+    # Two registries of one directory stand for two gunicorn workers (or a worker and a job consumer).
+    reader, writer = ModelRegistry(model_dir, recheck_seconds=60), ModelRegistry(model_dir, recheck_seconds=60)
+    assert reader.get("xor").version == 1
+    writer.put("xor", document(5))
+    assert reader.get("xor").version == 2 and reader.get("xor").document == document(5)
+    writer.delete("xor")
+    with pytest.raises(ModelNotFound):
+        reader.get("xor")
+
+
+def test_a_put_in_another_process_is_seen_at_once(model_dir):
+    reader = ModelRegistry(model_dir, recheck_seconds=60)
+    assert reader.get("xor").version == 1
+    script = ("import json, sys\nfrom service.registry import ModelRegistry\n"
+              "ModelRegistry(sys.argv[1]).put('xor', json.loads(sys.stdin.read()))\n")
+    subprocess.run([sys.executable, "-c", script, str(model_dir)], input=json.dumps(document(6)), text=True,
+                   check=True, timeout=60)
+    assert reader.get("xor").version == 2 and reader.get("xor").document == document(6)
+
+
+@pytest.mark.parametrize("marker_usable", [True, False])
+def test_a_change_by_hand_is_seen_within_the_recheck_time(model_dir, marker_usable):
+    if not marker_usable:  # as in a read-only directory: the marker file cannot be opened for writing
+        (model_dir / ChangeToken.FILE).mkdir()
+    registry = ModelRegistry(model_dir, recheck_seconds=0.3)
+    before = registry.get("xor")
+    minigrad.save(small_model(7), model_dir / "xor.json")  # by hand: no registry knows
+    started = time.monotonic()
+    while registry.get("xor") is before:
+        assert time.monotonic() - started < 5, "the file replaced by hand was never seen"
+        time.sleep(0.02)
+    assert registry.get("xor").document == document(7)
+    (model_dir / "new.json").write_text(json.dumps(document(8)))
+    with pytest.raises(ModelNotFound):  # a model never looked up is looked for on disk at once
+        registry.get("newer")
+    assert registry.get("new").document == document(8)
