@@ -49,17 +49,21 @@ def blas_pool() -> dict:
 SETTLE_SECONDS = 0.15  # longer than OpenBLAS's and libgomp's spin before their threads sleep
 
 
-def interleaved_times(calls, rounds, per_round, clock=time.perf_counter):
+def interleaved_times(calls, rounds, per_round, clock=time.perf_counter, warmup=0):
     """Seconds per call of each zero-argument callable, one list per callable with one figure per
     round; the callables run in blocks whose order rotates every round. ``clock`` is wall time, or
     ``time.thread_time`` when all the work runs on this thread (CPU time: the time other processes
-    take the core away is not counted)."""
+    take the core away is not counted). ``warmup`` untimed calls open each block: after the pause,
+    a library's worker threads are asleep, and waking them is not the per-call cost being measured
+    (PyTorch's first two-thread steps after a pause took up to four times its steady step)."""
     times = [[] for _ in calls]
     for r in range(rounds):
         for k in range(len(calls)):
             side = (r + k) % len(calls)
             call = calls[side]
             time.sleep(SETTLE_SECONDS)
+            for _ in range(warmup):
+                call()
             started = clock()
             for _ in range(per_round):
                 call()
@@ -176,12 +180,13 @@ def step_case(torch, name, sizes, hidden, output, batch, alpha, rounds, clock):
     inputs, targets = make_batches(sizes, batch, rng)
     calls = [minigrad_stepper(model, alpha, inputs, targets), torch_stepper(torch, twin, alpha, inputs, targets)]
     calls.append(blas_floor(model, batch))
-    # Per-round block length: about 30 ms of work per side keeps timer noise negligible.
-    per_round = max(5, int(0.03 / _probe(calls[1])))
     for _ in range(3):  # warm-up: allocator pools, BLAS buffers, torch's autograd caches
         for call in calls:
             call()
-    timings = interleaved_times(calls, rounds, per_round, clock)
+    # Per-round block length: about 30 ms of work per side keeps timer noise negligible (PyTorch's
+    # steady step: the fastest of three probes, each after a pause and two untimed steps).
+    per_round = max(5, int(0.03 / min(_probe(calls[1]) for _ in range(3))))
+    timings = interleaved_times(calls, rounds, per_round, clock, warmup=2)
     final = float(calls[0]().data)
     if not np.isfinite(final):
         raise RuntimeError(f"{name}: minigrad's loss diverged during the benchmark ({final})")
@@ -189,6 +194,9 @@ def step_case(torch, name, sizes, hidden, output, batch, alpha, rounds, clock):
 
 
 def _probe(call, repeats=20) -> float:
+    time.sleep(SETTLE_SECONDS)
+    call()
+    call()
     started = time.perf_counter()
     for _ in range(repeats):
         call()
