@@ -200,7 +200,7 @@ def where_the_time_goes(model_dir: Path, directory: Path, repeats: int = 3000) -
         "json.loads of the body": lambda: json.loads(body),
         "envelope schema (marshmallow)": lambda: envelope.load(parsed),
         "envelope check the route makes": lambda: predict_request_loads_as_is(parsed),
-        "registry.get (two stats)": lambda: registry.get("xor"),
+        "registry.get (a reused lookup)": lambda: registry.get("xor"),
         "inputs checked by numpy": lambda: input_batch(parsed["inputs"], loaded.n_inputs, loaded.dtype),
         "forward pass (Sequential.predict)": lambda: loaded.predict(batch),
         "outputs to JSON": lambda: json.dumps({"model": "xor", "version": 1, "outputs": outputs.tolist()}),
