@@ -2,7 +2,8 @@
 application/problem+json like every other error of the service, instead of gunicorn's HTML page.
 
 gunicorn writes them with ``gunicorn.util.write_error`` before any application code runs;
-``install()`` (called by gunicorn.conf.py in each worker) puts ``write_problem`` in its place.
+``install()`` (called by the gunicorn settings, service/gunicorn_config.py, in each worker) puts
+``write_problem`` in its place.
 """
 
 from __future__ import annotations

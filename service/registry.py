@@ -6,8 +6,8 @@ Layout under the model directory (``MINIGRAD_MODEL_DIR``)::
     <name>.json              a document placed by hand: version 1 of <name>
                              (``<name>/1.json`` wins when both exist)
 
-Every lookup looks at the disk (no parsing), so a file added, replaced or removed by hand or by
-another worker is seen by the next request without a restart: a ``stat`` of ``<name>/`` (whose mtime
+A look at the disk (no parsing) sees a file added, replaced or removed by hand or by another
+worker, without a restart: a ``stat`` of ``<name>/`` (whose mtime
 moves whenever a version file is linked, renamed or removed there) tells whether the listing of
 versions still holds, and a ``stat`` of the chosen file whether it was changed. A directory changed
 within the last second is listed again on every lookup (its mtime has the file system's coarse clock:
@@ -23,8 +23,11 @@ model servers that poll their repository do; 0 looks at the disk every time) -- 
 changed through a registry meanwhile: every ``put`` and ``delete``, in any process using the directory
 (web workers, job consumers, containers sharing the volume), writes new random bytes into the
 directory's ``.minigrad-changes`` file, which every registry maps into memory (``ChangeToken``) and
-reads before reusing a lookup. Changes through the service are therefore seen at once everywhere, and
-files placed, replaced or removed by hand within ``recheck_seconds``.
+reads before reusing a lookup. Changes through the service are therefore seen at once by every
+process on the machine (or sharing the volume on one host: a mapped file is not shared between the
+hosts of a network file system, where the recheck time is the bound), and files placed, replaced or
+removed by hand within ``recheck_seconds``. The marker is bookkeeping: cut short by hand while the
+service runs, it would stop readers with SIGBUS until a registry mends it; removed, it is made again.
 """
 
 from __future__ import annotations
@@ -166,32 +169,57 @@ class ChangeToken:
 
     Random bytes rather than a counter: two writers bumping at once still leave a value that neither
     reader saw before. Without the file (a read-only directory, where nothing changes through a
-    registry anyway), ``read`` is always ``b""``: changes made by hand are seen within the recheck time."""
+    registry anyway), ``read`` is always ``b""``: changes made by hand are seen within the recheck time.
+    ``check`` (on every look at the disk) opens the file when it could not be opened before (the
+    directory did not exist yet) and maps it again when it was replaced, removed or cut short (a
+    mapping past a file's end would kill the process with SIGBUS on the next read).
+    """
 
     FILE = ".minigrad-changes"
     SIZE = 8
 
     def __init__(self, directory: str):
+        self.path = os.path.join(directory, self.FILE)
         self._map = None
+        self._identity = None
+        self.check()
+
+    def check(self) -> None:
         try:
-            fd = os.open(os.path.join(directory, self.FILE), os.O_RDWR | os.O_CREAT, 0o644)
+            status = os.stat(self.path)
+            if self._map is not None and (status.st_ino, status.st_dev) == self._identity \
+                    and status.st_size >= self.SIZE:
+                return
         except OSError:
-            return
+            pass
+        self._map, self._identity = self._open()
+
+    def _open(self):
         try:
-            if os.fstat(fd).st_size < self.SIZE:
-                os.ftruncate(fd, self.SIZE)
-            self._map = mmap.mmap(fd, self.SIZE)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            return None, None
+        try:
+            status = os.fstat(fd)
+            if status.st_size < self.SIZE:
+                # Real bytes, not a hole: a later write through the mapping then needs no new block,
+                # which on a full disk would be a SIGBUS instead of an error.
+                os.pwrite(fd, os.urandom(self.SIZE), 0)
+            return mmap.mmap(fd, self.SIZE), (status.st_ino, status.st_dev)
         except (OSError, ValueError):
-            self._map = None
+            return None, None
         finally:
             os.close(fd)
 
     def read(self) -> bytes:
-        return b"" if self._map is None else self._map[: self.SIZE]
+        mapped = self._map
+        return b"" if mapped is None else mapped[: self.SIZE]
 
     def bump(self) -> None:
-        if self._map is not None:
-            self._map[: self.SIZE] = os.urandom(self.SIZE)
+        self.check()
+        mapped = self._map
+        if mapped is not None:
+            mapped[: self.SIZE] = os.urandom(self.SIZE)
 
 
 class ModelRegistry:
@@ -204,9 +232,9 @@ class ModelRegistry:
         self._listings: dict[str, tuple[tuple | None, dict[int, str]]] = {}  # name -> (its directory's stat, paths)
         self._lock = threading.Lock()
         self._changes = ChangeToken(self.directory)
-        # (name, version or None) -> (when the disk was looked at, LoadedModel), valid while the token is _seen.
-        self._recent: dict[tuple, tuple[float, LoadedModel]] = {}
-        self._seen = b""
+        # (name, version or None) -> (the change token read before the disk look, when, LoadedModel).
+        self._recent: dict[tuple, tuple[bytes, float, LoadedModel]] = {}
+        self._seen = b""  # the newest token seen: entries under any other are dropped
 
     # ------------------------------------------------------------------ reading
 
@@ -231,15 +259,21 @@ class ModelRegistry:
         (looked at again after ``recheck_seconds``, or at once after a change through any registry)."""
         token = self._changes.read()  # before the disk: a change made after this read moves it again
         now = time.monotonic()
-        if token != self._seen:
-            self._recent.clear()
-            self._seen = token
-        recent = self._recent.get((name, version))
-        if recent is not None and now - recent[0] < self.recheck_seconds:
-            return recent[1]
-        loaded = self._get_from_disk(name, version)
-        if token == self._seen:  # else another thread saw a newer token meanwhile: do not keep this one
-            self._recent[(name, version)] = (now, loaded)
+        key = (name, version)
+        recent = self._recent.get(key)
+        # An entry is reused only under the token read before its disk look: a change made since then,
+        # through any registry, has moved the token (whatever other threads store meanwhile).
+        if recent is not None and recent[0] == token and now - recent[1] < self.recheck_seconds:
+            return recent[2]
+        if token != self._seen:  # entries under older tokens can never be reused again: drop them
+            self._seen, self._recent = token, {}
+        self._changes.check()
+        try:
+            loaded = self._get_from_disk(name, version)
+        except RegistryError:
+            self._recent.pop(key, None)
+            raise
+        self._recent[key] = (token, now, loaded)
         return loaded
 
     def _get_from_disk(self, name: str, version: int | None) -> LoadedModel:

@@ -73,7 +73,7 @@ def _wait_until_finished(job_id: str, seconds: float) -> dict:
     ``max_waiting_requests`` requests of this process are already waiting (the client then polls)."""
     backend = get_job_backend()
     store = backend.store
-    if not backend.waiting_requests.acquire(blocking=False):
+    if not backend.waiting_requests.enter():
         return store.get(job_id)
     try:
         deadline = time.monotonic() + min(seconds, backend.settings.max_wait_seconds)
@@ -83,7 +83,7 @@ def _wait_until_finished(job_id: str, seconds: float) -> dict:
             record = store.get(job_id)
         return record
     finally:
-        backend.waiting_requests.release()
+        backend.waiting_requests.leave()
 
 
 @blp.route("/train", methods=["POST"])

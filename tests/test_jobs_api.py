@@ -410,7 +410,6 @@ def test_submitting_and_cancelling_need_the_token_when_one_is_set(tmp_path):
 def test_waits_beyond_the_per_worker_limit_answer_at_once(tmp_path):
     # No consumer runs, so every job stays queued and a waiting request waits its whole ?wait=.
     app = make_app(tmp_path, MINIGRAD_MAX_WAITING_REQUESTS=1)
-    store = backend_of(app).store
     answers = {}
 
     def submit(name, wait):
@@ -420,11 +419,10 @@ def test_waits_beyond_the_per_worker_limit_answer_at_once(tmp_path):
 
     first = threading.Thread(target=submit, args=("first", 3))
     first.start()
-    wait_for(lambda: store.page(0, 10)[1] == 1, 5, what="the first job to be recorded")
-    time.sleep(0.5)  # the first request takes the waiting slot right after recording its job
-    submit("second", 3)  # the one slot is taken: answered at once, the job still queued
+    wait_for(lambda: backend_of(app).waiting_requests.count == 1, 5, what="the first request to wait")
+    submit("second", 3)  # the one place is taken: answered at once, the job still queued
     first.join()
     assert answers["first"][:2] == (202, "queued") and answers["first"][2] >= 3
     assert answers["second"][:2] == (202, "queued") and answers["second"][2] < 1.5
-    submit("third", 1)  # the slot is free again once the first answered
+    submit("third", 1)  # the place is free again once the first answered
     assert answers["third"][:2] == (202, "queued") and answers["third"][2] >= 1

@@ -172,3 +172,16 @@ def test_a_job_missing_from_the_queue_for_a_moment_is_not_reaped(backend):
     backend.huey.enqueue(task)  # back in the queue
     assert reap_orphaned_jobs(backend, 30.0, now=start + 31) == []
     assert backend.store.get(job)["status"] == QUEUED and backend.unqueued_since == {}
+
+
+def test_queued_jobs_are_not_judged_while_a_task_cannot_be_read_back(backend):
+    # Huey skips a task it cannot unpickle (after a code change, say): its job is unknown, not missing.
+    first = backend.submit({"epochs": 1}, {"spec": {}}, 1)["id"]
+    second = backend.submit({"epochs": 1}, {"spec": {}}, 1)["id"]
+    backend.huey.dequeue()
+    backend.huey.dequeue()
+    backend.huey.storage.enqueue(b"not a pickled task")
+    start = time.time()
+    for later in (0, 31, 62):
+        assert reap_orphaned_jobs(backend, 30.0, now=start + later) == []
+    assert {backend.store.get(job)["status"] for job in (first, second)} == {QUEUED}

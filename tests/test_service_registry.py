@@ -328,3 +328,32 @@ def test_a_change_by_hand_is_seen_within_the_recheck_time(model_dir, marker_usab
     with pytest.raises(ModelNotFound):  # a model never looked up is looked for on disk at once
         registry.get("newer")
     assert registry.get("new").document == document(8)
+
+
+def test_a_removed_change_marker_is_made_again_and_changes_are_seen_at_once_again(model_dir):
+    reader, writer = ModelRegistry(model_dir, recheck_seconds=0.3), ModelRegistry(model_dir, recheck_seconds=0.3)
+    assert reader.get("xor").version == 1
+    os.unlink(model_dir / ChangeToken.FILE)  # e.g. `git clean -X` of a checkout's models/
+    writer.put("xor", document(2))  # makes a new marker; the reader still maps the removed one
+    started = time.monotonic()
+    while reader.get("xor").version != 2:  # seen at its next look at the disk, which maps the new one
+        assert time.monotonic() - started < 5, "the upload was never seen"
+        time.sleep(0.02)
+    writer.put("xor", document(3))
+    assert reader.get("xor").version == 3  # at once again: both map the same marker
+
+
+def test_a_change_marker_cut_short_is_mended_before_anyone_reads_past_its_end(model_dir):
+    # A mapping read past the end of its file kills the process (SIGBUS): any registry that opens the
+    # marker puts its bytes back, so the readers already running never read past the end. In a child
+    # process, so that a failure is a test failure and not the end of the test run.
+    script = ("import json, os, sys\nfrom service.registry import ChangeToken, ModelRegistry\n"
+              "reader = ModelRegistry(sys.argv[1], recheck_seconds=60)\nassert reader.get('xor').version == 1\n"
+              "open(os.path.join(sys.argv[1], ChangeToken.FILE), 'w').close()\n"  # cut to 0 bytes
+              "ModelRegistry(sys.argv[1]).put('xor', json.loads(sys.stdin.read()))\n"
+              "print(reader.get('xor').version)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(model_dir)], input=json.dumps(document(4)),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "2"
+    assert (model_dir / ChangeToken.FILE).stat().st_size == ChangeToken.SIZE

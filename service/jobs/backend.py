@@ -23,6 +23,27 @@ TRAIN_TASK = "train"
 logger = logging.getLogger("minigrad.jobs")
 
 
+class WaitingRequests:
+    """How many requests of this process are waiting for a job to finish, up to ``limit`` (0: none)."""
+
+    def __init__(self, limit: int):
+        self.limit = max(limit, 0)
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        """Take a place; False (and nothing taken) when all ``limit`` places are taken."""
+        with self._lock:
+            if self.count >= self.limit:
+                return False
+            self.count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
 class JobBackend:
     def __init__(self, settings: JobSettings):
         self.settings = settings
@@ -40,7 +61,7 @@ class JobBackend:
         self.last_purge = 0.0  # when this process last purged expired jobs (see housekeeping_on_read)
         self.unqueued_since: dict[str, float] = {}  # queued jobs seen without a task in the queue (reaper)
         # Web side: POST /train?wait= requests waiting now in this process (see service.train_api).
-        self.waiting_requests = threading.BoundedSemaphore(max(settings.max_waiting_requests, 0))  # 0: never wait
+        self.waiting_requests = WaitingRequests(settings.max_waiting_requests)
 
     @property
     def backend_name(self) -> str:

@@ -11,6 +11,9 @@ running, milliseconds later): the job would then wait as ``queued`` for ever, it
 ``reap_orphaned_jobs`` marks such a job lost once it has seen it queued, with no task in Huey's
 queue, on two looks at least the heartbeat timeout apart (a consumer claims a job it dequeued long
 before that, and a job being submitted or put back is missing from the queue only for an instant).
+It runs in the consumers' reaper threads only: reading the queue's tasks back unpickles their
+training data, which is no work for a web request. And it reads them only when the queue holds
+fewer tasks than there are queued jobs, which is when a task can be missing at all.
 """
 
 from __future__ import annotations
@@ -59,7 +62,16 @@ def reap_orphaned_jobs(backend, timeout: float, now: float | None = None) -> lis
     if not queued:
         watch.clear()
         return []
-    in_queue = {task.id for task in backend.huey.pending()}
+    waiting = backend.huey.pending_count()
+    if waiting >= len(queued):  # every queued job can still have its task in the queue
+        watch.clear()
+        return []
+    tasks = backend.huey.pending()
+    if len(tasks) < waiting:
+        # Huey skips (and logs) a task it cannot unpickle; its job is then not missing, only unknown,
+        # and which job it is cannot be told: judge nothing until the queue reads back whole.
+        return []
+    in_queue = {task.id for task in tasks}
     for job_id in set(watch) - set(queued) | (set(watch) & in_queue):
         watch.pop(job_id, None)  # claimed, finished or deleted since; or its task is (back) in the queue
     reaped = []
@@ -91,9 +103,12 @@ def purge_expired_jobs(backend, now: float | None = None) -> list[str]:
     return expired
 
 
-def housekeeping(backend, now: float | None = None) -> None:
+def housekeeping(backend, now: float | None = None, orphans: bool = False) -> None:
+    """Reap stale jobs and purge expired ones; with ``orphans`` (the consumers' reaper threads), also
+    reap queued jobs whose task was taken but never started."""
     reap_stale_jobs(backend.store, backend.settings.heartbeat_timeout, now)
-    reap_orphaned_jobs(backend, backend.settings.heartbeat_timeout, now)
+    if orphans:
+        reap_orphaned_jobs(backend, backend.settings.heartbeat_timeout, now)
     purge_expired_jobs(backend, now)
 
 
@@ -108,6 +123,6 @@ class ReaperThread(threading.Thread):
     def run(self):
         while not self.stopped.wait(self.interval):
             try:
-                housekeeping(self.backend)
+                housekeeping(self.backend, orphans=True)
             except Exception:  # a hiccup of the store must not end the consumer's housekeeping for good
                 logger.exception("job housekeeping failed; retrying in %s s", self.interval)

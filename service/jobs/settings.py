@@ -42,7 +42,7 @@ class JobSettings:
     # POST /train?wait= holds a web worker this long at most; keep it under gunicorn's worker timeout.
     max_wait_seconds: float = 25.0
     # ...and at most this many such requests wait at once in one web worker; the next ones answer 202
-    # at once. Each wait holds one of a worker's threads, which predictions need (gunicorn.conf.py: 4).
+    # at once. Each wait holds one of a worker's threads, which predictions need (service/gunicorn_config.py: 4).
     max_waiting_requests: int = 2
     limits: JobLimits = JobLimits()
 
