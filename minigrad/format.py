@@ -166,6 +166,19 @@ def finite_array(value, ndim: int) -> np.ndarray:
         if array.dtype.kind not in "fiu":
             raise ValidationError(f"expected an array of numbers, got an array of {array.dtype}")
     elif isinstance(value, (list, tuple)):
+        # The common case, JSON's: lists of Python ints and floats. Their types are known from one scan
+        # (which a boolean, since True would silently become 1.0, or anything else fails), so numpy
+        # converts straight to float64 without discovering a dtype; integers need no finiteness pass.
+        types = set()
+        if _nested_lists(value, ndim, types) and types <= _PLAIN_NUMBERS:
+            try:
+                array = np.asarray(value, dtype=np.float64)
+            except (ValueError, TypeError, OverflowError):  # ragged, or an integer beyond float64
+                array = None
+            if array is not None and array.ndim == ndim:
+                if float not in types:
+                    return array
+                return _checked_finite(array)
         try:
             array = np.asarray(value)
         except (ValueError, TypeError, OverflowError):
@@ -185,11 +198,28 @@ def finite_array(value, ndim: int) -> np.ndarray:
         return array.astype(np.float64)  # integers: always finite as float64 (at most ~1.8e19)
     if array.dtype != np.float64:
         array = array.astype(np.float64)
+    return _checked_finite(array)
+
+
+def _checked_finite(array: np.ndarray) -> np.ndarray:
     finite = np.isfinite(array)
     if not finite.all():
         index = tuple(np.argwhere(~finite)[0])
         raise ValidationError(_at(index, f"{_number_text(array[index])} is not allowed (numbers must be finite)"))
     return array
+
+
+_PLAIN_NUMBERS = frozenset({int, float})
+
+
+def _nested_lists(value, ndim: int, types: set) -> bool:
+    """Whether ``value`` is lists nested ``ndim`` deep (ragged or not); adds the leaves' types to ``types``."""
+    if type(value) is not list:
+        return False
+    if ndim == 1:
+        types.update(map(type, value))
+        return True
+    return all(_nested_lists(row, ndim - 1, types) for row in value)
 
 
 def _has_bool(value, ndim: int) -> bool:
