@@ -59,11 +59,8 @@ def reap_orphaned_jobs(backend, timeout: float, now: float | None = None) -> lis
     now = time.time() if now is None else now
     watch = backend.unqueued_since
     queued = backend.store.queued_ids()
-    if not queued:
-        watch.clear()
-        return []
-    waiting = backend.huey.pending_count()
-    if waiting >= len(queued):  # every queued job can still have its task in the queue
+    waiting = backend.huey.pending_count() if queued else 0
+    if waiting >= len(queued):  # no queued job, or every one can still have its task in the queue
         watch.clear()
         return []
     tasks = backend.huey.pending()
