@@ -366,6 +366,10 @@ def predict(model, inputs, output, output_format):
 
     if output_format is None:
         output_format = "csv" if Path(output).suffix.lower() == ".csv" else "json"
+    if output_format == "json" and not np.isfinite(outputs).all():  # json.dumps would write Infinity: not JSON
+        row, column = np.argwhere(~np.isfinite(outputs))[0]
+        raise click.ClickException(f"row {row + 1}, output {column + 1}: the model computed {outputs[row, column]} "
+                                   "(an overflow), which JSON cannot carry; use --format csv to write it")
     with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as file:
         if output_format == "json":
             file.write("[" + ",\n ".join(json.dumps(row) for row in rows) + "]\n")

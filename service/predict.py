@@ -82,4 +82,16 @@ def predict(body):
     answer = {"model": loaded.name, "version": loaded.version, "outputs": (outputs[0] if flat else outputs).tolist()}
     # Encoded here rather than dumped through the response schema (which documents it): for small
     # models the dump and Flask's sorted-keys encoder would cost more than the forward pass.
-    return Response(json.dumps(answer), mimetype="application/json")
+    try:
+        text = json.dumps(answer, allow_nan=False)  # refuses NaN and infinity, which JSON cannot carry
+    except ValueError:
+        abort_problem(422, "Outputs out of range", _non_finite_output(outputs, flat),
+                      type="urn:minigrad:problem:non-finite-outputs")
+    return Response(text, mimetype="application/json")
+
+
+def _non_finite_output(outputs: np.ndarray, flat: bool) -> str:
+    row, column = np.argwhere(~np.isfinite(outputs))[0]
+    where = f"outputs[{column}]" if flat else f"outputs[{row}][{column}]"
+    return (f"{where}: the model computed {outputs[row, column]} from these inputs (an overflow), which JSON "
+            "cannot carry; scale the inputs, or use /v2/models/<name>/infer with binary outputs")

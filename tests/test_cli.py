@@ -20,7 +20,7 @@ from sklearn.datasets import load_iris
 
 import minigrad
 from minigrad.cli import main
-from minigrad.format import load
+from minigrad.format import load, save
 from service.testing import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -174,6 +174,21 @@ def test_predict_one_flat_row(files, xor_model):
     result = run("predict", xor_model, files / "one.json", "--format", "csv")
     assert result.stdout.splitlines()[0] == "xor"
     assert float(result.stdout.splitlines()[1]) == forward(load(xor_model), [[1, 0]])[0, 0]
+
+
+def test_outputs_that_overflow_are_refused_as_json_and_written_as_csv(files):
+    model = minigrad.Sequential([minigrad.Linear(1, 1)])
+    model.layers[0].weight.data[:] = 1e300
+    save(model, files / "huge.json")
+    (files / "big.json").write_text("[[1], [1e10]]")
+    with np.errstate(over="ignore"):
+        refused = run("predict", files / "huge.json", files / "big.json", "-o", files / "out.json")
+        written = run("predict", files / "huge.json", files / "big.json", "--format", "csv")
+    assert refused.exit_code == 1
+    assert "row 2, output 1: the model computed inf" in refused.output
+    assert not (files / "out.json").exists()
+    assert written.exit_code == 0
+    assert written.stdout.splitlines()[1:] == ["1e+300", "inf"]
 
 
 # ---------------------------------------------------------------------- validate

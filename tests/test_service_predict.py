@@ -139,6 +139,20 @@ def test_non_finite_results_of_huge_inputs_are_rejected_for_float32(client, mode
     assert response.get_json()["detail"] == "inputs[0][0]: 1e+300 is out of the range of float32"
 
 
+@pytest.mark.parametrize("inputs, where", [([[1.0], [1e10]], "outputs[1][0]"), ([1e10], "outputs[0]")])
+def test_outputs_that_overflow_are_a_problem_not_invalid_json(client, model_dir, inputs, where):
+    # Finite weights and finite inputs can still overflow; json.dumps would write Infinity, which is not JSON.
+    model = Sequential([Linear(1, 1)])
+    model.layers[0].weight.data[:] = 1e300
+    minigrad.save(model, model_dir / "huge.json")
+    with np.errstate(over="ignore"):
+        response = client.post("/predict", json={"model": "huge", "inputs": inputs})
+    assert response.status_code == 422
+    assert response.mimetype == PROBLEM_MIMETYPE
+    problem = json.loads(response.data)  # strict JSON all the same
+    assert problem["detail"].startswith(f"{where}: the model computed inf from these inputs")
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
 def test_non_json_bodies_are_415(client, content_type):
     response = client.post("/predict", data='{"model": "xor", "inputs": [[0, 1]]}', content_type=content_type)
