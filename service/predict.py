@@ -19,6 +19,10 @@ from .schemas import PredictRequestSchema, PredictResponseSchema, predict_reques
 
 blp = Blueprint("predict", __name__, description="Predictions with registered models")
 
+# json.dumps's encoding, refusing NaN and infinity (which JSON cannot carry) instead of writing them as
+# the non-JSON tokens NaN and Infinity; one instance (json.dumps with an argument builds one per call).
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)
+
 
 class InputError(ValueError):
     """A defect in ``inputs``; the message starts with where (``inputs[3][1]: ...``)."""
@@ -83,7 +87,7 @@ def predict(body):
     # Encoded here rather than dumped through the response schema (which documents it): for small
     # models the dump and Flask's sorted-keys encoder would cost more than the forward pass.
     try:
-        text = json.dumps(answer, allow_nan=False)  # refuses NaN and infinity, which JSON cannot carry
+        text = _STRICT_JSON.encode(answer)
     except ValueError:
         abort_problem(422, "Outputs out of range", _non_finite_output(outputs, flat),
                       type="urn:minigrad:problem:non-finite-outputs")
