@@ -36,7 +36,9 @@ from service.schemas import PredictRequestSchema, predict_request_loads_as_is
 from service.testing import REPO_ROOT, GunicornServer
 
 DURATION_S = int(os.environ.get("BENCH_SERVICE_SECONDS", "8"))
-CONNECTIONS = 8
+# 8 connections: one per thread of the 2 workers x 4 threads. BENCH_SERVICE_CONNECTIONS=2 (one request in
+# flight per worker) shows what the threads' interleaving inside a worker costs each endpoint.
+CONNECTIONS = int(os.environ.get("BENCH_SERVICE_CONNECTIONS", "8"))
 ROUNDS = 3  # the median of three: one round disturbed by other work cannot set it
 XOR_BATCH = [[0, 0], [0, 1], [1, 0], [1, 1]]
 
