@@ -10,6 +10,7 @@ error under ``/v2`` is ``{"error": "..."}`` with a 4xx status, as the protocol s
 
 from __future__ import annotations
 
+import numpy as np
 from flask import Response, current_app, jsonify, request
 from marshmallow import Schema, fields
 
@@ -235,7 +236,18 @@ def _model_input(parsed: InferRequest, model: LoadedModel):
         raise V2ProtocolError(f"inputs[0].shape: expected [batch, {model.n_inputs}], got {list(array.shape)}")
     if array.shape[0] == 0:
         raise V2ProtocolError("inputs[0].shape: the batch is empty; send at least one row")
-    return array.astype(model.dtype, copy=False)
+    if array.dtype == model.dtype:
+        return array
+    # FP64 data for an FP32 model: a value beyond float32's range would silently become infinity.
+    with np.errstate(over="raise"):
+        try:
+            return array.astype(model.dtype)
+        except FloatingPointError:
+            row, column = np.argwhere(np.abs(array) > np.finfo(model.dtype).max)[0]
+            raise V2ProtocolError(
+                f"inputs[0]: the value {float(array[row, column])!r} at [{row}, {column}] is out of the range of "
+                f"{datatype_of(model.dtype)}, the model's datatype"
+            ) from None
 
 
 def _selected_outputs(parsed: InferRequest, output):

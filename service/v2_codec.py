@@ -271,7 +271,9 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
         else:
             raise V2ProtocolError(f"{where}: no data; give data or parameters.binary_data_size")
         if not np.isfinite(array).all():
-            raise V2ProtocolError(f"{where}: values must be finite numbers (no NaN or infinity)")
+            raise V2ProtocolError(
+                f"{where}: values must be finite numbers (no NaN or infinity) within the range of {spec['datatype']}"
+            )
         inputs[name] = array
     if offset != len(body):
         raise V2ProtocolError(f"request body has {len(body) - offset} bytes after the last input's binary data")

@@ -158,6 +158,25 @@ def test_fp32_input_to_an_fp64_model_is_widened(client, models):
     assert answer["outputs"][0]["data"] == forward(models["xor"], x.astype(np.float64)).ravel().tolist()
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_fp64_input_beyond_float32s_range_is_refused_by_an_fp32_model(client, models, binary):
+    # The narrowing cast once turned 1e300 into infinity and answered 200 with a finite, meaningless output.
+    x = np.zeros((2, 5))
+    x[1, 3] = 1e300
+    if binary:
+        body, headers = binary_body(x)
+        response = client.post("/v2/models/wide32/infer", data=body, headers=headers)
+    else:
+        response = client.post("/v2/models/wide32/infer", data=infer_body(x.tolist()))
+    assert_error(response, 400, "inputs[0]: the value 1e+300 at [1, 3] is out of the range of FP32")
+
+
+def test_fp64_input_within_float32s_range_is_narrowed(client, models):
+    x = np.array([[1e30, -1e-50, 0.1, 2.0, -7.5]])
+    answer = client.post("/v2/models/wide32/infer", data=infer_body(x.tolist())).get_json()
+    assert answer["outputs"][0]["data"] == forward(models["wide32"], x.astype(np.float32)).ravel().tolist()
+
+
 def test_gzip_request_body_is_inflated(client, models):
     response = client.post(
         "/v2/models/xor/infer", data=gzip.compress(infer_body(XOR_ROWS).encode()), headers={"Content-Encoding": "gzip"}
@@ -245,6 +264,8 @@ def infer_case(**changes) -> bytes:
         (infer_case(extra={"outputs": [{"name": "probabilities"}]}), "no output 'probabilities'"),
         ('{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [1, NaN]}]}', "NaN"),
         ('{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [1, 1e400]}]}', "finite"),
+        ('{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 1e39]}]}',
+         "within the range of FP32"),
         ("{", "not valid JSON"),
         ("", "request body is empty"),
     ],
