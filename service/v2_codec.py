@@ -124,7 +124,7 @@ class RequestedOutput:
 class InferRequest:
     id: str | None
     inputs: dict[str, np.ndarray]  # in request order, each in its declared datatype and shape
-    outputs: list[RequestedOutput] | None  # None: the client asked for every output
+    outputs: list[RequestedOutput] | None  # None: the client asked for every output (no list, or an empty one)
     binary_data_output: bool
 
     def wants_binary(self, output: RequestedOutput | None) -> bool:
@@ -282,10 +282,12 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
         envelope["parameters"].get("binary_data_output", False), "parameters.binary_data_output"
     )
     outputs = None
-    if "outputs" in envelope:
+    if envelope.get("outputs"):  # an empty list names no output in particular: every output, as Triton answers
         outputs = []
         for index, spec in enumerate(envelope["outputs"]):
             where = f"outputs[{index}]"
+            if any(spec["name"] == earlier.name for earlier in outputs):
+                raise V2ProtocolError(f"{where}.name: output {spec['name']!r} is requested twice")
             _unsupported_parameters(spec["parameters"], where, ("classification", "shared_memory_region"))
             binary = spec["parameters"].get("binary_data")
             if binary is not None:

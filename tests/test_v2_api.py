@@ -216,6 +216,8 @@ def test_binary_in_binary_out_is_bit_identical(client, models, name, dtype, data
     [
         (None, None, False),
         (None, {"binary_data_output": True}, True),
+        ([], None, False),  # no output named: every output (it was answered with "outputs": [])
+        ([], {"binary_data_output": True}, True),
         ([{"name": "output"}], {"binary_data_output": True}, True),
         ([{"name": "output", "parameters": {"binary_data": False}}], {"binary_data_output": True}, False),
         ([{"name": "output", "parameters": {"binary_data": True}}], None, True),
@@ -262,6 +264,7 @@ def infer_case(**changes) -> bytes:
         (infer_case(data=[[0, 0], [0, 1], [1, 0], [1, "x"]]), "must contain only numbers"),
         (infer_case(data=[[0, 0], [0, 1], [1, 0]]), "has 6 elements but shape [4, 2] needs 8"),
         (infer_case(extra={"outputs": [{"name": "probabilities"}]}), "no output 'probabilities'"),
+        (infer_case(extra={"outputs": [{"name": "output"}] * 2}), "outputs[1].name: output 'output' is requested "),
         ('{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [1, NaN]}]}', "NaN"),
         ('{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [1, 1e400]}]}', "finite"),
         ('{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 1e39]}]}',

@@ -128,6 +128,13 @@ def test_fp32_numbers_round_to_the_nearest_float32():
         ),
         (
             json_request(
+                [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+                outputs=[{"name": "y"}, {"name": "y", "parameters": {"binary_data": True}}],
+            ),
+            "outputs[1].name: output 'y' is requested twice",
+        ),
+        (
+            json_request(
                 [
                     {
                         "name": "x",
@@ -226,6 +233,7 @@ def test_binary_data_size_without_the_header_is_an_error():
     [
         (None, None, [("*", False)]),
         (None, True, [("*", True)]),
+        ([], True, [("*", True)]),  # an empty list once asked for no output at all: a response without outputs
         ([{"name": "y"}], True, [("y", True)]),
         ([{"name": "y", "parameters": {"binary_data": False}}], True, [("y", False)]),
         ([{"name": "y", "parameters": {"binary_data": True}}], None, [("y", True)]),
@@ -242,7 +250,7 @@ def test_binary_output_follows_the_request_default_unless_an_output_says_otherwi
     request = parse_infer_request(json_request([{"name": "x", "shape": [1], "datatype": "FP64", "data": [1]}], **extra))
     asked = request.outputs or [None]
     assert [(o.name if o else "*", request.wants_binary(o)) for o in asked] == expected
-    if outputs is not None:
+    if outputs:
         assert all(isinstance(o, RequestedOutput) for o in request.outputs)
 
 
