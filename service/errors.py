@@ -24,6 +24,7 @@ from minigrad import ModelFormatError
 from .registry import (
     InvalidModelFile,
     InvalidModelName,
+    ModelNameTaken,
     ModelNotFound,
     ModelStorageError,
     RegistryError,
@@ -121,6 +122,7 @@ _REGISTRY_PROBLEMS = (
     (InvalidModelName, 400, "Invalid model name", "invalid-model-name"),
     (ModelNotFound, 404, "Model not found", "model-not-found"),
     (VersionNotFound, 404, "Version not found", "version-not-found"),
+    (ModelNameTaken, 409, "Model name taken", "model-name-taken"),
     (InvalidModelFile, 500, "Invalid model file", "invalid-model-file"),
 )
 

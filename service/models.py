@@ -79,7 +79,7 @@ def show_version(query, name, version):
     "application/json": {"schema": model_document_schema()},
     **{media_type: {"schema": BINARY_SCHEMA} for media_type in ONNX_MEDIA_TYPES}}})
 @blp.response(201, ModelVersionCreatedSchema)
-@documents_problems(400, 413, 415, 422, 503, 507)
+@documents_problems(400, 409, 413, 415, 422, 503, 507)
 def upload_model(name):
     """Store a model document (or an ONNX file, stored as its model document) as the next version of ``name``
     (created if new)."""

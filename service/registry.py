@@ -33,6 +33,7 @@ service runs, it would stop readers with SIGBUS until a registry mends it; remov
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import mmap
 import os
@@ -59,6 +60,7 @@ __all__ = [
     "InvalidModelName",
     "InvalidModelFile",
     "ModelStorageError",
+    "ModelNameTaken",
     "get_registry",
     "EXTENSION_KEY",
     "MODEL_NAME_PATTERN",
@@ -70,6 +72,8 @@ _NAME = re.compile(MODEL_NAME_PATTERN)
 _VERSION_FILE = re.compile(r"^([1-9][0-9]{0,17})\.json$")
 # A directory's listing is reused only once its mtime is this much older than the clock (see above).
 _SETTLED_NS = 1_000_000_000
+# A delete of the same name can take <name>/ away at any step of an upload, which then starts over.
+_PUT_ATTEMPTS = 8
 
 
 class RegistryError(Exception):
@@ -102,6 +106,16 @@ class ModelStorageError(RegistryError):
     def __init__(self, name, error: OSError):
         self.name, self.errno = name, error.errno
         super().__init__(f"could not change model {name!r} on disk: {error.strerror or error}")
+
+
+class ModelNameTaken(RegistryError):
+    """Something other than a directory of versions (a hand-placed ``<model>.json``) holds the name's place."""
+
+    def __init__(self, name):
+        self.name = name
+        hint = f": it is the hand-placed file of model {name[:-5]!r}" if name.endswith(".json") else ""
+        super().__init__(f"cannot store versions of model {name!r}: the model directory has a file named "
+                         f"{name!r} where they would go{hint}; choose another name")
 
 
 class InvalidModelFile(RegistryError):
@@ -371,10 +385,27 @@ class ModelRegistry:
         validate_name(name)
         model = Sequential.from_dict(document)  # raises minigrad.ModelFormatError naming the defect
         text = minigrad.dumps(model).encode()
+        for attempt in range(1, _PUT_ATTEMPTS + 1):
+            try:
+                return self.get(name, self._write_next_version(name, text))
+            except (FileNotFoundError, ModelNotFound, VersionNotFound) as error:
+                # A concurrent delete of this name took <name>/ (and this upload's files) away: upload again,
+                # as if just after that delete. It was a 503 "not writable" for a directory that was fine.
+                if attempt == _PUT_ATTEMPTS:
+                    raise ModelStorageError(name, error) if isinstance(error, OSError) else error from error
+        raise AssertionError("unreachable")
+
+    def _write_next_version(self, name: str, text: bytes) -> int:
+        """Store ``text`` as the next version of ``name``; raises ``FileNotFoundError`` when <name>/ vanished."""
         base = os.path.join(self.directory, name)
         created = not os.path.isdir(base)
         try:
-            os.makedirs(base, exist_ok=True)
+            try:
+                os.makedirs(base, exist_ok=True)
+            except FileExistsError:
+                if os.path.lexists(base):
+                    raise ModelNameTaken(name) from None  # a file, not a directory, is in the way
+                raise FileNotFoundError(errno.ENOENT, "removed while being created", base) from None
             fd, temporary = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=base)
             try:
                 with os.fdopen(fd, "wb") as file:
@@ -390,8 +421,10 @@ class ModelRegistry:
             if created:
                 with contextlib.suppress(OSError):  # only if still empty: a concurrent upload may be in it
                     os.rmdir(base)
+            if isinstance(error, FileNotFoundError):
+                raise
             raise ModelStorageError(name, error) from error
-        return self.get(name, version)
+        return version
 
     def _link_next_version(self, name: str, base: str, temporary: str) -> int:
         """Give the written file its version number; ``os.link`` never replaces an existing file, so two

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -144,6 +145,28 @@ def test_a_disk_that_refuses_the_upload_is_a_clean_error(client, model_dir, monk
     after = {path: path.read_bytes() for path in model_dir.rglob("*") if path.is_file() and path.name != CHANGES}
     assert after == before and model_files(model_dir) == ["iris.json", "xor.json"]
     assert client.post("/predict", json={"model": "xor", "inputs": [0, 1]}).status_code == 200
+
+
+def test_a_name_taken_by_a_hand_placed_file_is_409_not_503(client, model_dir):
+    # PUT /models/xor.json beside the hand-placed xor.json (model xor) was a 503 "Model directory not writable".
+    problem = assert_problem(client.put("/models/xor.json", json=xor_like(1)), 409, "hand-placed file of model 'xor'")
+    assert problem["type"] == "urn:minigrad:problem:model-name-taken"
+    assert model_files(model_dir) == ["iris.json", "xor.json"]
+    assert client.post("/predict", json={"model": "xor", "inputs": [0, 1]}).status_code == 200
+
+
+def test_uploads_racing_deletes_of_the_same_name_are_never_5xx(app):
+    """Threads stand in for a gunicorn worker's threads: every PUT is a 201 (it was a 503 "not writable"
+    whenever a DELETE took the model's directory away mid-upload), every DELETE a 200 or a 404."""
+    def request(step):
+        client = app.test_client()
+        if step % 3 == 0:
+            return "delete", client.delete("/models/churn").status_code
+        return "put", client.put("/models/churn", json=xor_like(step)).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = set(pool.map(request, range(60)))
+    assert answers <= {("put", 201), ("delete", 200), ("delete", 404)}
 
 
 def test_a_directory_that_refuses_a_delete_is_a_clean_error(client, model_dir, monkeypatch):

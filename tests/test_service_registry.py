@@ -18,6 +18,7 @@ from service.registry import (
     ChangeToken,
     InvalidModelFile,
     InvalidModelName,
+    ModelNameTaken,
     ModelNotFound,
     ModelRegistry,
     VersionNotFound,
@@ -181,6 +182,59 @@ def test_concurrent_puts_get_distinct_versions(model_dir):
         thread.join()
     assert sorted(versions) == list(range(1, 9))
     assert registries[0].versions("race") == list(range(1, 9))
+
+
+def test_an_upload_whose_directory_a_delete_takes_away_is_stored_all_the_same(model_dir, monkeypatch):
+    """A delete of the same name (another worker) between the upload's steps used to be a ModelStorageError
+    (a 503 "not writable") although nothing was wrong with the disk: the upload starts over instead."""
+    uploader, deleter = ModelRegistry(model_dir), ModelRegistry(model_dir)
+    uploader.put("churn", document(1))
+    link = ModelRegistry._link_next_version
+    deletions = []
+
+    def delete_first(self, name, base, temporary):
+        if not deletions:
+            deletions.append(deleter.delete(name))  # takes <name>/, and the upload's temporary file, away
+        return link(self, name, base, temporary)
+
+    monkeypatch.setattr(ModelRegistry, "_link_next_version", delete_first)
+    loaded = uploader.put("churn", document(2))
+    assert deletions == [[1]]
+    assert (loaded.version, deleter.versions("churn")) == (1, [1])
+    assert deleter.get("churn").document == document(2)
+    assert os.listdir(model_dir / "churn") == ["1.json"]
+
+
+def test_uploads_and_deletes_of_one_name_at_once_never_fail(model_dir):
+    registries = [ModelRegistry(model_dir) for _ in range(6)]
+    failures = []
+
+    def churn(registry, seed):
+        for step in range(15):
+            try:
+                if (seed + step) % 3 == 0:
+                    registry.delete("churn")
+                else:
+                    assert registry.put("churn", document(seed)).n_inputs == 2
+            except ModelNotFound:
+                pass  # a delete after another delete
+            except Exception as error:
+                failures.append(error)
+
+    threads = [threading.Thread(target=churn, args=(r, i)) for i, r in enumerate(registries)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_a_name_whose_place_a_hand_placed_file_holds_is_refused(registry, model_dir):
+    before = (model_dir / "xor.json").read_bytes()
+    with pytest.raises(ModelNameTaken, match="hand-placed file of model 'xor'"):
+        registry.put("xor.json", document(1))
+    assert (model_dir / "xor.json").read_bytes() == before
+    assert registry.get("xor").version == 1
 
 
 def test_readers_never_see_a_partial_file(model_dir):
