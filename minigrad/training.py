@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 import time
 
 import numpy as np
 
 from .nn import BCELoss, CrossEntropyLoss, MSELoss
-from .optim import SGD, Adam
+from .optim import SGD, Adam, Optimizer
 from .tensor import Tensor, _add_reduce, _constant, no_grad
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "LOSSES", "OPTIMIZERS", "DEFAULT_ALPHA"]
@@ -45,12 +46,82 @@ def _as_array(values, name, dtype=None) -> np.ndarray:
 
 
 def _targets_array(values, name, loss, dtype) -> np.ndarray:
+    """Targets as an array: class labels (still unchecked against the number of classes) stay whole
+    numbers for ``CrossEntropyLoss``, anything else takes the model's dtype."""
     array = _as_array(values, name)
     if isinstance(loss, CrossEntropyLoss) and array.ndim == 1:
         if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
             raise ValueError(f"{name}: class labels must be whole numbers")
-        return array.astype(np.intp)
+        return array
+    if isinstance(loss, BCELoss) and (array.min() < 0 or array.max() > 1):
+        raise ValueError(f"{name}: BCELoss needs targets in [0, 1], got values from {array.min()} to {array.max()}")
     return array.astype(dtype, copy=False)
+
+
+def _count(value, name) -> int:
+    """``value`` as a whole number of at least 1; ``2.5``, ``True`` or ``"3"`` are refused, not truncated."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, float, np.floating)):
+        raise ValueError(f"{name}: expected a whole number, got {value!r}")
+    if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+        raise ValueError(f"{name}: expected a whole number, got {value!r}")
+    count = int(value)
+    if count < 1:
+        raise ValueError(f"{name} must be at least 1, got {value!r}")
+    return count
+
+
+def _check_callables(model, loss, optimizer, callback):
+    if not callable(model) or not callable(getattr(model, "get_parameters", None)):
+        raise TypeError(f"model: expected a minigrad Layer (e.g. Sequential), got {type(model).__name__}")
+    if not callable(loss):
+        raise TypeError(f"loss: expected a loss such as minigrad.MSELoss(), got {type(loss).__name__}")
+    if not callable(getattr(optimizer, "step", None)):
+        raise TypeError(f"optimizer: expected an optimizer such as minigrad.SGD, got {type(optimizer).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a function of the epoch's record, got {type(callback).__name__}")
+    params = model.get_parameters()
+    if isinstance(optimizer, Optimizer) and params:
+        # Else every step would update other tensors while the model's gradients pile up unseen.
+        mine = {id(p) for p in params}
+        if not any(id(p) in mine for p in optimizer.parameters):
+            raise ValueError("optimizer: it updates none of the model's parameters "
+                             "(make it from this model's get_parameters())")
+
+
+def _probe(model, loss, x, y, inputs_name, targets_name):
+    """The loss of the first sample, recording nothing: shape mismatches between the data, the model and
+    the loss surface here, naming the data at fault, before any weight has changed. Returns the prediction."""
+    with no_grad():
+        try:
+            pred = model(_constant(x[:1]))
+        except ValueError as exc:
+            raise ValueError(f"{inputs_name}: {exc}") from None
+        labels = isinstance(loss, CrossEntropyLoss) and y.ndim == 1
+        try:
+            # Labels are checked against the number of classes by _labels, over all of them.
+            loss(pred, _constant(np.zeros(1, np.intp) if labels else y[:1]))
+        except ValueError as exc:
+            raise ValueError(f"{targets_name}: {exc}") from None
+    return pred.data
+
+
+def _labels(y, name, loss, pred) -> np.ndarray:
+    """Class labels for CrossEntropyLoss checked against the model's number of outputs, as indices."""
+    if not (isinstance(loss, CrossEntropyLoss) and y.ndim == 1):
+        return y
+    classes = pred.shape[-1]
+    low, high = y.min(), y.max()
+    if low < 0 or high >= classes:
+        bad = low if low < 0 else high
+        raise ValueError(f"{name}: class label {bad} is out of range; the model has {classes} outputs, "
+                         f"so labels must lie in [0, {classes - 1}]")
+    return y.astype(np.intp)
+
+
+def _describe(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
 
 
 def _accuracy(loss, pred: np.ndarray, target: np.ndarray):
@@ -93,25 +164,30 @@ def fit(
 
     Raises ``TrainingDiverged`` as soon as a batch loss is NaN or infinite.
     """
+    # Everything is checked before the first step: a bad argument leaves the model as it was.
+    _check_callables(model, loss, optimizer, callback)
     dtype = _model_dtype(model)
     x = _as_array(inputs, "inputs").astype(dtype, copy=False)
     y = _targets_array(targets, "targets", loss, dtype)
     n = len(x)
     if len(y) != n:
         raise ValueError(f"inputs has {n} samples but targets has {len(y)}")
-    epochs = int(epochs)
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
-    batch = n if batch_size is None else int(batch_size)
-    if batch < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    epochs = _count(epochs, "epochs")
+    batch = n if batch_size is None else _count(batch_size, "batch_size")
+    y = _labels(y, "targets", loss, _probe(model, loss, x, y, "inputs", "targets"))
     if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise ValueError(f"validation: expected a pair (inputs, targets), got {_describe(validation)}")
         val_x = _as_array(validation[0], "validation inputs").astype(dtype, copy=False)
         val_y = _targets_array(validation[1], "validation targets", loss, dtype)
         if len(val_x) != len(val_y):
             raise ValueError(f"validation inputs has {len(val_x)} samples but targets has {len(val_y)}")
-
-    rng = np.random.default_rng(seed)
+        pred = _probe(model, loss, val_x, val_y, "validation inputs", "validation targets")
+        val_y = _labels(val_y, "validation targets", loss, pred)
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"seed: expected None or a non-negative integer ({exc})") from None
     history = []
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()

@@ -195,3 +195,68 @@ def test_memory_stays_flat_over_10000_steps_without_reference_cycles():
         gc.enable()
     assert after - before < 5 * 1024 * 1024, f"grew {(after - before) / 1e6:.1f} MB"
     assert cycles == 0, f"{cycles} objects were only reclaimable by the cycle collector"
+
+
+def classifier(seed=0):
+    gen = np.random.default_rng(seed)
+    return Sequential([Linear(2, 4, rng=gen), Relu(), Linear(4, 3, rng=gen)])
+
+
+def _mse_call(**changes):
+    """fit's arguments for the XOR model with MSE and SGD, with some replaced."""
+    model = changes.pop("model", None) or xor_model()
+    args = {"model": model, "inputs": XOR_X, "targets": XOR_Y, "loss": MSELoss(),
+            "optimizer": SGD(model.get_parameters()), "epochs": 2}
+    return {**args, **changes}
+
+
+def _labels_call(labels, validation=None):
+    model = classifier()
+    return {"model": model, "inputs": XOR_X, "targets": labels, "loss": CrossEntropyLoss(),
+            "optimizer": SGD(model.get_parameters()), "epochs": 2, "validation": validation}
+
+
+# Each refused before the first step (the weights are checked to be untouched), with the place named.
+@pytest.mark.parametrize(
+    "call,error,message",
+    [
+        (lambda: _mse_call(epochs=2.7), ValueError, "epochs: expected a whole number, got 2.7"),
+        (lambda: _mse_call(epochs=None), ValueError, "epochs: expected a whole number, got None"),
+        (lambda: _mse_call(epochs=float("inf")), ValueError, "epochs: expected a whole number"),
+        (lambda: _mse_call(batch_size=2.5), ValueError, "batch_size: expected a whole number, got 2.5"),
+        (lambda: _mse_call(batch_size=True), ValueError, "batch_size: expected a whole number, got True"),
+        (lambda: _mse_call(inputs=np.zeros((4, 3))), ValueError, r"^inputs: "),
+        (lambda: _mse_call(targets=XOR_Y.ravel()), ValueError, r"^targets: target shape \[1\]"),
+        (lambda: _mse_call(targets=np.zeros((4, 2))), ValueError, r"^targets: target shape \[1, 2\]"),
+        (lambda: _mse_call(loss=BCELoss(), targets=XOR_Y * 5), ValueError, r"targets: BCELoss needs targets in \[0, 1"),
+        (lambda: _mse_call(validation=(XOR_X,)), ValueError, r"validation: expected a pair \(inputs, targets\)"),
+        (lambda: _mse_call(validation=XOR_X), ValueError, r"validation: expected a pair \(inputs, targets\)"),
+        (lambda: _mse_call(validation=(XOR_X, XOR_Y, XOR_Y)), ValueError, "validation: expected a pair"),
+        (lambda: _mse_call(validation=(np.zeros((4, 3)), XOR_Y)), ValueError, r"^validation inputs: "),
+        (lambda: _mse_call(validation=(XOR_X, np.zeros((4, 2)))), ValueError, r"^validation targets: target shape"),
+        (lambda: _mse_call(callback=3), TypeError, "callback: expected a function"),
+        (lambda: _mse_call(loss=3), TypeError, "loss: expected a loss"),
+        (lambda: _mse_call(optimizer=None), TypeError, "optimizer: expected an optimizer"),
+        (lambda: _mse_call(optimizer=SGD(xor_model(1).get_parameters())), ValueError,
+         "optimizer: it updates none of the model's parameters"),
+        (lambda: _mse_call(seed="abc"), ValueError, "seed: expected None or a non-negative integer"),
+        (lambda: _labels_call(np.array([0, 1, 3, 1])), ValueError,
+         r"targets: class label 3 is out of range; the model has 3 outputs, so labels must lie in \[0, 2\]"),
+        (lambda: _labels_call(np.array([0, -1, 2, 1])), ValueError, "targets: class label -1 is out of range"),
+        (lambda: _labels_call(np.array([0, 1e30, 2, 1])), ValueError, "targets: class label 1e\\+30 is out of range"),
+        (lambda: _labels_call(np.eye(4)), ValueError, r"^targets: target shape \[1, 4\] does not match"),
+        (lambda: _labels_call(np.array([0, 1, 2, 1]), (XOR_X, np.array([0, 5, 0, 0]))), ValueError,
+         "validation targets: class label 5 is out of range"),
+    ],
+)
+def test_bad_fit_calls_are_refused_before_any_step(call, error, message):
+    args = call()
+    before = weights(args["model"])
+    with pytest.raises(error, match=message):
+        fit(**args)
+    for old, new in zip(before, weights(args["model"])):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_whole_float_counts_are_accepted():
+    assert len(fit(**_mse_call(epochs=3.0, batch_size=np.int64(2)))) == 3
