@@ -321,6 +321,10 @@ BAD_REQUESTS = [
     (xor_request(data={"inputs": [[0, 1]], "targets": [[1]]}, validation_split=0.9), ["validation_split"]),
     (xor_request(loss="hinge"), ["loss"]),
     (xor_request(loss="cross_entropy", data={"inputs": [[0, 1]], "targets": [3]}), ["data", "targets"]),
+    # bce targets outside [0, 1] were accepted and trained to a negative, meaningless loss
+    (xor_request(loss="bce", data={"inputs": [[0, 0], [1, 1]], "targets": [[1], [5]]}), ["data", "targets"]),
+    (xor_request(loss="bce", data={"inputs": [[0, 1]], "targets": [-0.5]}), ["data", "targets"]),
+    (xor_request(loss="bce", validation={"inputs": [[0, 1]], "targets": [[2]]}), ["validation", "targets"]),
     (xor_request(optimizer={"type": "rmsprop"}), ["optimizer", "type"]),
     (xor_request(optimizer={"type": "sgd", "alpha": -1}), ["optimizer", "alpha"]),
     (xor_request(optimizer={"type": "adam", "momentum": 0.9}), ["optimizer", "momentum"]),
@@ -346,6 +350,14 @@ def test_a_bad_request_is_a_422_naming_the_field(client, body, path):
         assert key in errors, (path, problem)
         errors = errors[key]
     assert client.get("/jobs").get_json()["total"] == 0  # nothing was queued
+
+
+def test_bce_targets_outside_0_and_1_are_refused_saying_where(client):
+    body = xor_request(loss="bce", data={"inputs": [[0, 0], [1, 1], [0, 1]], "targets": [[1], [0.5], [5]]})
+    problem = client.post("/train", json=body).get_json()
+    assert problem["detail"] == "data.targets: the bce loss needs targets between 0 and 1 (labels or probabilities); " \
+                                "row 2 has 5"
+    assert client.post("/train", json=xor_request(loss="bce", epochs=1)).status_code == 202  # 0/1 labels are fine
 
 
 def test_an_unknown_model_is_a_404(client):

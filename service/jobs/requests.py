@@ -99,6 +99,11 @@ def _pair(block: dict, path: str, n_inputs: int, n_outputs: int, loss: str, dtyp
     if targets.shape[1] != n_outputs:
         raise TrainingRequestError(f"{path}.targets", f"expected rows of {n_outputs} numbers (the model's output "
                                                       f"width), got {targets.shape[1]}")
+    if loss == "bce" and (targets.min() < 0 or targets.max() > 1):
+        # Outside [0, 1] binary cross-entropy has no meaning (its loss goes negative) yet trains without a word.
+        row, column = np.argwhere((targets < 0) | (targets > 1))[0]
+        raise TrainingRequestError(f"{path}.targets", f"the bce loss needs targets between 0 and 1 (labels or "
+                                                      f"probabilities); row {row} has {targets[row, column]:g}")
     return inputs, targets.astype(dtype)
 
 
