@@ -11,8 +11,12 @@ missing) updates the same state.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable
 
 import numpy as np
+
+from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
@@ -69,10 +73,35 @@ def _subtract_scaled(values: np.ndarray, alpha: float, g: np.ndarray):
     values -= alpha * g
 
 
+def _number(value, name):
+    """``value`` if it is a finite real number (not a bool, a string or an array), else a named error."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _parameter_list(parameters) -> list:
+    """The tensors to optimize, each once: a tensor listed twice (a layer used twice) already gets the
+    sum of both uses in its one gradient, so stepping it twice would double its learning rate."""
+    if isinstance(parameters, Tensor) or not isinstance(parameters, Iterable):
+        raise TypeError(f"parameters must be an iterable of Tensors (e.g. model.get_parameters()), "
+                        f"got {type(parameters).__name__}")
+    unique, seen = [], set()
+    for i, p in enumerate(parameters):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"parameters[{i}] must be a Tensor, got {type(p).__name__}")
+        if id(p) not in seen:
+            seen.add(id(p))
+            unique.append(p)
+    return unique
+
+
 class Optimizer:
     def __init__(self, parameters, alpha):
-        self.parameters = list(parameters)
-        if not alpha > 0 or not np.isfinite(alpha):
+        self.parameters = _parameter_list(parameters)
+        if not _number(alpha, "alpha") > 0:
             raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
         self.alpha = alpha
         self._packed = None
@@ -82,7 +111,6 @@ class Optimizer:
             params
             and sum(p.data.size for p in params) <= PACK_LIMIT
             and len({p.data.dtype for p in params}) == 1
-            and len({id(p) for p in params}) == len(params)  # a repeated tensor must be stepped twice
         ):
             self._packed = np.concatenate([p.data.ravel() for p in params])
             self._packed_views = _views(self._packed, params)
@@ -149,9 +177,9 @@ class SGD(Optimizer):
 
     def __init__(self, parameters, alpha=0.1, momentum=0.0, weight_decay=0.0):
         super().__init__(parameters, alpha)
-        if not 0 <= momentum < 1:
+        if not 0 <= _number(momentum, "momentum") < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
-        if weight_decay < 0:
+        if _number(weight_decay, "weight_decay") < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         self.momentum = momentum
         self.weight_decay = weight_decay
@@ -195,10 +223,13 @@ class Adam(Optimizer):
 
     def __init__(self, parameters, alpha=0.001, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(parameters, alpha)
-        beta1, beta2 = betas
+        pair = tuple(betas) if isinstance(betas, Iterable) and not isinstance(betas, (str, bytes)) else ()
+        if len(pair) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        beta1, beta2 = (_number(beta, f"betas[{i}]") for i, beta in enumerate(pair))
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
             raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
-        if not eps > 0:
+        if not _number(eps, "eps") > 0:
             raise ValueError(f"eps must be positive, got {eps!r}")
         self.betas = (beta1, beta2)
         self.eps = eps
@@ -207,6 +238,10 @@ class Adam(Optimizer):
         self._v = _State(self.parameters, self._packed)
 
     def step(self, zero=True):
+        updates = self._updates(self._m, self._v)
+        if not updates:  # no gradient yet: a step that changes nothing must not count in the bias correction
+            self._clear(zero)
+            return
         self.t += 1
         beta1, beta2 = self.betas
         # Fold both bias corrections into the step size: alpha * sqrt(1 - b2^t) / (1 - b1^t).
@@ -214,7 +249,7 @@ class Adam(Optimizer):
         correction = math.sqrt(1 - beta2**self.t)
         step_size = self.alpha * correction / (1 - beta1**self.t)
         eps_hat = self.eps * correction
-        for values, g, m, v in self._updates(self._m, self._v):
+        for values, g, m, v in updates:
             m *= beta1
             m += (1 - beta1) * g
             v *= beta2

@@ -226,3 +226,55 @@ def test_optimizers_minimise_a_quadratic(factory):
 def test_optimizer_arguments_are_checked(factory, message):
     with pytest.raises(ValueError, match=message):
         factory([Tensor([1.0], autograd=True)])
+
+
+# Each was a comparison TypeError or numpy error naming nothing, or was silently accepted (NaN or
+# infinite weight decay made every weight NaN; an infinite eps made every Adam step zero).
+@pytest.mark.parametrize(
+    "factory,error,message",
+    [
+        (lambda p: SGD(p, alpha="0.1"), TypeError, "alpha must be a number, got '0.1'"),
+        (lambda p: SGD(p, alpha=None), TypeError, "alpha must be a number, got None"),
+        (lambda p: SGD(p, alpha=True), TypeError, "alpha must be a number, got True"),
+        (lambda p: SGD(p, alpha=np.array([0.1, 0.2])), TypeError, "alpha must be a number"),
+        (lambda p: SGD(p, alpha=float("inf")), ValueError, "alpha must be finite"),
+        (lambda p: SGD(p, momentum=None), TypeError, "momentum must be a number, got None"),
+        (lambda p: SGD(p, weight_decay=float("nan")), ValueError, "weight_decay must be finite, got nan"),
+        (lambda p: SGD(p, weight_decay=float("inf")), ValueError, "weight_decay must be finite, got inf"),
+        (lambda p: Adam(p, betas=(0.9, 0.9, 0.9)), ValueError, r"betas must be a pair \(beta1, beta2\)"),
+        (lambda p: Adam(p, betas=0.9), ValueError, r"betas must be a pair \(beta1, beta2\), got 0.9"),
+        (lambda p: Adam(p, betas=("a", 0.9)), TypeError, r"betas\[0\] must be a number, got 'a'"),
+        (lambda p: Adam(p, eps=float("inf")), ValueError, "eps must be finite, got inf"),
+        (lambda p: Adam(p, eps=None), TypeError, "eps must be a number, got None"),
+        (lambda p: SGD(p[0]), TypeError, "parameters must be an iterable of Tensors .* got Tensor"),
+        (lambda p: SGD(None), TypeError, "parameters must be an iterable of Tensors .* got NoneType"),
+        (lambda p: SGD([p[0], np.zeros(2)]), TypeError, r"parameters\[1\] must be a Tensor, got ndarray"),
+    ],
+)
+def test_optimizer_argument_types_are_named(factory, error, message):
+    with pytest.raises(error, match=message):
+        factory([Tensor([1.0], autograd=True)])
+
+
+@pytest.mark.parametrize("factory", [SGD, lambda p: SGD(p, momentum=0.5), Adam])
+def test_a_parameter_listed_twice_is_stepped_once(factory):
+    # A layer used twice: its one gradient already sums both uses (it was stepped twice, doubling its rate).
+    shared, alone = Tensor([1.0, 2.0], autograd=True), Tensor([1.0, 2.0], autograd=True)
+    twice, once = factory(p for p in [shared, shared]), factory([alone])
+    for w, opt in ((shared, twice), (alone, once)):
+        (w * w).sum().backward()
+        opt.step()
+    np.testing.assert_array_equal(shared.data, alone.data)
+    assert twice.parameters == [shared]
+
+
+def test_adam_step_without_gradients_does_not_count():
+    # A step before any backward changes nothing, so it must not advance the bias correction.
+    w, ref = Tensor([3.0, -2.0], autograd=True), Tensor([3.0, -2.0], autograd=True)
+    early, fresh = Adam([w], alpha=0.1), Adam([ref], alpha=0.1)
+    early.step()
+    for p, opt in ((w, early), (ref, fresh)):
+        (p * p).sum().backward()
+        opt.step()
+    np.testing.assert_array_equal(w.data, ref.data)
+    assert early.t == fresh.t == 1
