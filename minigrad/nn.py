@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .tensor import Tensor, _add_reduce, _constant, _constants, _node, _records, linear, linear_array, no_grad
@@ -186,11 +188,21 @@ def _reduce(values: np.ndarray, reduction: str):
         return np.asarray(_add_reduce(values, 0)), None
     if reduction == "sum":
         return np.asarray(_add_reduce(values, None)), None
+    if not values.size:
+        raise ValueError(f"reduction='mean' of an empty prediction (shape {list(values.shape)}): nothing to average")
     return np.asarray(values.mean()), 1.0 / values.size
 
 
 def _target_array(target, like: np.ndarray) -> np.ndarray:
-    data = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if isinstance(target, Tensor):
+        data = target.data
+    else:
+        try:
+            data = np.asarray(target)
+        except ValueError as exc:
+            raise ValueError(f"target: expected a rectangular array of numbers ({exc})") from None
+        if data.dtype.kind not in "biuf":
+            raise ValueError(f"target: expected numbers, got an array of {data.dtype}")
     if data.shape != like.shape:
         raise ValueError(f"target shape {list(data.shape)} does not match prediction shape {list(like.shape)}")
     return data
@@ -243,6 +255,14 @@ class MSELoss(_Loss):
         return self._finish(pred, diff * diff, lambda: diff + diff, "mse")
 
 
+@functools.lru_cache(maxsize=16)
+def _probability_bounds(eps: float, dtype: np.dtype) -> tuple[float, float]:
+    """Where BCELoss clips probabilities: ``[eps, 1 - eps]``, widened to the nearest values the dtype
+    holds apart from 0 and 1 (in float32, 1 - 1e-12 is 1.0, and log(1 - 1.0) made the loss NaN)."""
+    info = np.finfo(dtype)
+    return max(eps, float(info.tiny)), 1 - max(eps, float(info.epsneg))
+
+
 class BCELoss(_Loss):
     """Binary cross-entropy on probabilities (e.g. after ``Sigmoid``); averaged by default."""
 
@@ -252,7 +272,8 @@ class BCELoss(_Loss):
         super().__init__(reduction)
 
     def forward(self, pred, target):
-        p = np.clip(pred.data, self.eps, 1 - self.eps)
+        low, high = _probability_bounds(self.eps, pred.data.dtype)
+        p = np.clip(pred.data, low, high)
         t = _target_array(target, p)
         values = -(t * np.log(p) + (1 - t) * np.log1p(-p))
         return self._finish(pred, values, lambda: (p - t) / (p * (1 - p)), "bce")
@@ -276,9 +297,16 @@ class CrossEntropyLoss(Layer):
         exp = np.exp(shifted)
         total = _add_reduce(exp, 1, keepdims=True)
         log_total = np.log(total)
+        if not n:
+            raise ValueError("CrossEntropyLoss: an empty batch (no samples to average over)")
         if t.ndim == 1:
             if t.shape[0] != n:
                 raise ValueError(f"target has {t.shape[0]} labels for a batch of {n}")
+            if t.dtype.kind not in "iu":  # fit passes integers: only other callers pay for these checks
+                if t.dtype.kind not in "bf":
+                    raise ValueError(f"target: expected class labels (integers), got an array of {t.dtype}")
+                if t.dtype.kind == "f" and not (np.isfinite(t).all() and np.array_equal(t, np.round(t))):
+                    raise ValueError("target labels must be whole numbers (class indices)")
             labels = t.astype(np.intp, copy=False)
             if labels.size and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= z.shape[1]):
                 raise ValueError(f"target labels must lie in [0, {z.shape[1] - 1}]")

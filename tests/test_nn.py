@@ -146,11 +146,30 @@ def test_cross_entropy_with_labels_and_one_hot_agree():
         (lambda: CrossEntropyLoss()(Tensor(np.ones((2, 3))), np.array([0, 3])), r"labels must lie in \[0, 2\]"),
         (lambda: CrossEntropyLoss()(Tensor(np.ones(3)), np.array([0])), "logits of shape"),
         (lambda: MSELoss("avg"), "reduction must be one of"),
+        # These gave a ZeroDivisionError, NaN, a bare numpy error, or silently truncated labels.
+        (lambda: MSELoss("mean")(Tensor(np.ones((0, 3))), np.ones((0, 3))), "reduction='mean' of an empty prediction"),
+        (lambda: CrossEntropyLoss()(Tensor(np.ones((0, 3))), np.zeros(0, int)), "CrossEntropyLoss: an empty batch"),
+        (lambda: CrossEntropyLoss()(Tensor(np.ones((2, 3))), np.array([1.5, 0.2])), "labels must be whole numbers"),
+        (lambda: CrossEntropyLoss()(Tensor(np.ones((2, 3))), np.array([np.nan, 1])), "labels must be whole numbers"),
+        (lambda: CrossEntropyLoss()(Tensor(np.ones((2, 3))), np.array(["a", "b"])), "target: expected class labels"),
+        (lambda: MSELoss()(Tensor(np.ones((2, 1))), [[0], [1, 2]]), "target: expected a rectangular array"),
+        (lambda: MSELoss()(Tensor(np.ones((2, 1))), [["a"], ["b"]]), "target: expected numbers"),
     ],
 )
 def test_loss_errors_say_what_is_wrong(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_bce_stays_finite_on_saturated_narrow_probabilities(dtype):
+    # In float32, 1 - 1e-12 rounds to 1.0: a sigmoid output of exactly 1.0 (any logit above ~17) made the
+    # loss and its gradient NaN, and fit report a diverged training.
+    pred = Tensor(np.array([1.0, 0.0, 1.0, 0.0], dtype=dtype), autograd=True)
+    loss = BCELoss()(pred, np.array([1.0, 0.0, 0.0, 1.0], dtype=dtype))
+    loss.backward()
+    assert loss.dtype == dtype and np.isfinite(loss.data) and np.isfinite(pred.grad.data).all()
+    assert loss.data > 0
 
 
 # ---------------------------------------------------------------------- optimizers
