@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import functools
 import itertools
+import numbers
 import operator
 import threading
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
 
 __all__ = ["Tensor", "no_grad", "is_grad_enabled"]
 
@@ -65,7 +67,10 @@ def _as_float_array(data) -> np.ndarray:
     """Copy ``data`` into a float ndarray: integers and booleans become float64, floats keep their width."""
     if isinstance(data, Tensor):
         data = data.data
-    array = np.array(data)
+    try:
+        array = np.array(data)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"Tensor data must be a rectangular array of numbers ({exc})") from None
     kind = array.dtype.kind
     if kind == "f":
         return array
@@ -143,6 +148,9 @@ class Tensor:
     def __init__(self, data, autograd=False, dtype=None):
         array = _as_float_array(data)
         if dtype is not None:
+            dtype = np.dtype(dtype)
+            if dtype.kind != "f":  # an integer Tensor would truncate every gradient step
+                raise TypeError(f"Tensor dtype must be a floating-point type, got {dtype}")
             array = array.astype(dtype, copy=False)
         self.data = array
         self.autograd = bool(autograd)
@@ -182,6 +190,11 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __bool__(self) -> bool:
+        # As numpy: the truth of a one-element tensor is its value's, a larger one's is ambiguous (an error).
+        # Without this, Python judged a tensor by its length: Tensor([0.0]) was true.
+        return bool(self.data)
+
     def __repr__(self) -> str:
         body = np.array2string(self.data, separator=", ", prefix="Tensor(")
         extras = "" if self.data.dtype == np.float64 else f", dtype={self.data.dtype}"
@@ -206,6 +219,8 @@ class Tensor:
             seed = _constants(data.dtype).one if data.ndim == 0 else np.ones(data.shape, data.dtype)
         else:
             seed = grad.data if isinstance(grad, Tensor) else np.asarray(grad, dtype=self.data.dtype)
+            if seed.dtype != self.data.dtype:  # else a float64 model's leaves got float32 gradients
+                seed = seed.astype(self.data.dtype)
             if seed.shape != self.data.shape:
                 raise ValueError(f"backward(grad): expected shape {self.data.shape}, got {seed.shape}")
 
@@ -320,13 +335,15 @@ class Tensor:
         return _lift(other, self.data.dtype).__truediv__(self)
 
     def __pow__(self, exponent):
-        if isinstance(exponent, Tensor) or not np.isscalar(exponent):
-            raise TypeError("Tensor ** x: the exponent must be a Python or numpy scalar")
+        if not isinstance(exponent, numbers.Real):  # a Tensor, an array, a complex number, a string...
+            raise TypeError(f"Tensor ** x: the exponent must be a real Python or numpy scalar, got {exponent!r}")
         a = self.data
         out = a**exponent
         if _records(self):
 
             def backward(g):
+                if exponent == 0:  # x ** 0 is constant; the formula below gives 0 * 0 ** -1 = NaN at 0
+                    return (np.zeros_like(out),)
                 return (g * (exponent * a ** (exponent - 1)),)
 
             return _node(out, "pow", (self,), backward)
@@ -400,11 +417,25 @@ class Tensor:
         return _constant(out)
 
     def mean(self, dim=None):
-        count = self.data.size if dim is None else self.data.shape[dim]
+        shape = self.data.shape
+        if dim is None:
+            count = self.data.size
+        else:
+            try:
+                axes = normalize_axis_tuple(dim, len(shape))
+            except TypeError:
+                raise TypeError(f"mean(dim): expected an integer or a tuple of integers, got {dim!r}") from None
+            count = 1
+            for axis in axes:
+                count *= shape[axis]
+        if not count:
+            raise ValueError(f"mean(dim={dim!r}) of a tensor of shape {list(shape)}: no values to average")
         return self.sum(dim) * (1.0 / count)
 
     def expand(self, dim, copies):
         """Repeat the tensor ``copies`` times along a new axis inserted at ``dim``."""
+        if isinstance(copies, (bool, np.bool_)) or not isinstance(copies, numbers.Integral) or copies < 0:
+            raise ValueError(f"expand(dim, copies): copies must be a non-negative integer, got {copies!r}")
         out = np.repeat(np.expand_dims(self.data, dim), copies, axis=dim)
         if _records(self):
             return _node(out, f"expand_{dim}", (self,), lambda g: (g.sum(axis=dim),))
@@ -455,7 +486,10 @@ class Tensor:
         a = self.data
         other = x if isinstance(x, Tensor) else _lift(x, a.dtype)
         b = other.data
-        out = a @ b
+        try:
+            out = a @ b
+        except ValueError:
+            raise _mm_error(a.shape, b.shape) from None
         if _records(self, other):
             needs_a, needs_b = self.autograd, other.autograd
 
@@ -521,6 +555,18 @@ def _backpropagate(contributions: list, leaves: dict):
                 pid = parent.id
                 previous = held(pid)
                 grads[pid] = pg if previous is None else previous + pg
+
+
+def _mm_error(a_shape: tuple, b_shape: tuple) -> ValueError:
+    """Why numpy's matmul refused these shapes, in the words of ``mm``."""
+    shapes = f"mm: cannot multiply shapes {list(a_shape)} and {list(b_shape)}"
+    if not a_shape or not b_shape:
+        return ValueError(f"{shapes}: both operands need at least one axis")
+    inner = b_shape[-2] if len(b_shape) >= 2 else b_shape[0]
+    if a_shape[-1] != inner:
+        return ValueError(f"{shapes}: the first one's last axis ({a_shape[-1]}) must match the second one's "
+                          f"{'second-to-last' if len(b_shape) >= 2 else 'only'} axis ({inner})")
+    return ValueError(f"{shapes}: their leading (batch) axes do not broadcast together")
 
 
 def _neg_backward(g):
@@ -653,9 +699,12 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
     seen by anyone else), one node's bookkeeping instead of three, and no input gradient unless
     ``x`` needs one. ``activation`` is None or a name in ``_ACTIVATIONS``.
     """
-    a = x.data
     w = weight.data
-    out = linear_array(a, w, None if bias is None else bias.data, activation)
+    try:
+        a = x.data
+        out = linear_array(a, w, None if bias is None else bias.data, activation)
+    except (AttributeError, ValueError):  # checked only once it failed: nothing extra on the hot path
+        raise _linear_input_error(x, w) from None
     derivative = None if activation is None else _ACTIVATIONS[activation][1]
     needs_x, needs_w = x.autograd, weight.autograd
     if not (_grad_mode.enabled and (needs_x or needs_w or (bias is not None and bias.autograd))):
@@ -699,6 +748,14 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
     if bias is None:
         return _node(out, op, (x, weight), backward)
     return _node(out, op, (x, weight, bias), backward)
+
+
+def _linear_input_error(x, w: np.ndarray) -> Exception:
+    name = f"Linear({w.shape[0]}, {w.shape[1]})" if w.ndim == 2 else "Linear"
+    if not isinstance(x, Tensor):
+        return TypeError(f"{name}: expected a Tensor input, got {type(x).__name__} (wrap the data in Tensor(...))")
+    return ValueError(f"{name}: expected inputs with {w.shape[0]} features (the last axis), "
+                      f"got shape {list(x.data.shape)}")
 
 
 _LINEAR_OPS = {None: "linear", **{name: f"linear_{name}" for name in _ACTIVATIONS}}

@@ -125,3 +125,66 @@ def test_softmax_and_log_softmax_are_stable():
 def test_pow_rejects_tensor_exponent():
     with pytest.raises(TypeError, match="exponent"):
         Tensor([1.0]) ** Tensor([2.0])
+
+
+# Each was a numpy error from deep inside matmul, a generic TypeError/IndexError/ZeroDivisionError,
+# a complex result, or a silently truncated argument.
+@pytest.mark.parametrize(
+    "call,error,message",
+    [
+        (lambda: Tensor(np.ones((2, 3))).mm(Tensor(np.ones((2, 3)))), ValueError,
+         r"mm: cannot multiply shapes \[2, 3\] and \[2, 3\]: the first one's last axis \(3\) must match"),
+        (lambda: Tensor(np.ones((2, 3))) @ np.ones(2), ValueError, r"shapes \[2, 3\] and \[2\]: .* only axis \(2\)"),
+        (lambda: np.ones((2, 2)) @ Tensor(np.ones((3, 3))), ValueError, r"shapes \[2, 2\] and \[3, 3\]"),
+        (lambda: Tensor(np.ones((2, 3))).mm(2.0), ValueError, "both operands need at least one axis"),
+        (lambda: Tensor(np.ones((2, 2, 3))).mm(np.ones((3, 3, 1))), ValueError, "batch\\) axes do not broadcast"),
+        (lambda: Tensor(np.ones((2, 3))).mean(5), np.exceptions.AxisError, "axis 5 is out of bounds"),
+        (lambda: Tensor(np.ones((2, 3))).mean("a"), TypeError, "mean\\(dim\\): expected an integer"),
+        (lambda: Tensor(np.ones((0, 3))).mean(), ValueError, r"shape \[0, 3\]: no values to average"),
+        (lambda: Tensor(np.ones((2, 3))).expand(0, 2.5), ValueError, "copies must be a non-negative integer, got 2.5"),
+        (lambda: Tensor(np.ones((2, 3))).expand(0, -1), ValueError, "copies must be a non-negative integer, got -1"),
+        (lambda: Tensor([2.0]) ** 1j, TypeError, "the exponent must be a real"),
+        (lambda: Tensor([2.0]) ** "a", TypeError, "the exponent must be a real"),
+        (lambda: Tensor([1.5], dtype=np.int64), TypeError, "Tensor dtype must be a floating-point type, got int64"),
+        (lambda: Tensor([[1.0], [1.0, 2.0]]), ValueError, "Tensor data must be a rectangular array"),
+        (lambda: bool(Tensor([1.0, 2.0])), ValueError, "ambiguous"),
+    ],
+)
+def test_misuse_raises_a_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_mean_over_a_tuple_of_axes():
+    x = Tensor(np.arange(24.0).reshape(2, 3, 4), autograd=True)
+    y = x.mean((0, 2))
+    np.testing.assert_allclose(y.data, x.data.mean(axis=(0, 2)))
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.data, np.full((2, 3, 4), 1 / 8))
+
+
+def test_truth_of_a_one_element_tensor_is_its_value():
+    assert not Tensor([0.0]) and not Tensor(0.0) and Tensor([2.0])  # Tensor([0.0]) was true (its length)
+
+
+def test_gradient_of_x_to_the_zero_is_zero_at_zero():
+    x = Tensor([0.0, 3.0], autograd=True)
+    (x**0).sum().backward()  # was 0 * 0 ** -1 = NaN at 0
+    np.testing.assert_array_equal(x.grad.data, [0.0, 0.0])
+
+
+def test_backward_seed_takes_the_tensor_dtype():
+    x = Tensor([1.0, 2.0], autograd=True)
+    (x * 2).backward(Tensor(np.ones(2, np.float32)))  # a float64 leaf got a float32 gradient
+    assert x.grad.dtype == np.float64
+
+
+def test_linear_names_the_width_it_expected():
+    from minigrad.tensor import linear
+
+    weight, bias = Tensor(np.ones((2, 3)), autograd=True), Tensor(np.zeros(3), autograd=True)
+    with pytest.raises(ValueError, match=r"Linear\(2, 3\): expected inputs with 2 features \(the last axis\), "
+                                         r"got shape \[4, 3\]"):
+        linear(Tensor(np.ones((4, 3))), weight, bias, "relu")  # was numpy's "shapes (4,3) and (2,3) not aligned"
+    with pytest.raises(TypeError, match=r"Linear\(2, 3\): expected a Tensor input, got ndarray"):
+        linear(np.ones((4, 2)), weight, bias)  # was "'memoryview' object has no attribute 'dot'"
