@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import numbers
 
 import numpy as np
 
@@ -35,7 +36,15 @@ class Layer:
         raise NotImplementedError
 
     def __call__(self, *inputs):
-        return self.forward(*inputs)
+        try:
+            return self.forward(*inputs)
+        except AttributeError:
+            # An ndarray or a list has no .tanh() or .data as a Tensor does: say so, not which attribute.
+            if all(isinstance(x, Tensor) for x in inputs):
+                raise
+            kinds = ", ".join(type(x).__name__ for x in inputs)
+            raise TypeError(f"{type(self).__name__}: expected Tensor inputs, got {kinds} "
+                            "(wrap the data in Tensor(...))") from None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -51,9 +60,16 @@ class Linear(Layer):
 
     def __init__(self, n_inputs, n_outputs, rng=None, dtype=np.float64):
         super().__init__()
+        for name, size in (("n_inputs", n_inputs), ("n_outputs", n_outputs)):
+            if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral):
+                raise TypeError(f"Linear: {name} must be an integer, got {size!r}")  # 2.5 was truncated to 2
         n_inputs, n_outputs = int(n_inputs), int(n_outputs)
         if n_inputs < 1 or n_outputs < 1:
             raise ValueError(f"Linear({n_inputs}, {n_outputs}): sizes must be positive")
+        if np.dtype(dtype).kind != "f":  # an integer dtype truncated the initial weights to 0 and +-1
+            raise TypeError(f"Linear: dtype must be a floating-point type, got {np.dtype(dtype)}")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"Linear: rng must be a numpy.random.Generator, got {type(rng).__name__}")
         if rng is None:
             w = np.random.randn(n_inputs, n_outputs)
         else:

@@ -51,6 +51,31 @@ def test_linear_rejects_empty_sizes():
         Linear(0, 3)
 
 
+# Linear(2.5, 3) was Linear(2, 3); dtype=int truncated the initial weights to 0 and +-1 (then stored
+# them as floats); rng=5 and Linear(None, 3) raised bare AttributeError/TypeError.
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: Linear(2.5, 3), "Linear: n_inputs must be an integer, got 2.5"),
+        (lambda: Linear(2, None), "Linear: n_outputs must be an integer, got None"),
+        (lambda: Linear(True, 3), "Linear: n_inputs must be an integer, got True"),
+        (lambda: Linear(2, 3, dtype=np.int64), "Linear: dtype must be a floating-point type, got int64"),
+        (lambda: Linear(2, 3, rng=5), "Linear: rng must be a numpy.random.Generator, got int"),
+    ],
+)
+def test_linear_constructor_arguments_are_checked(call, message):
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("layer", [Tanh(), Sigmoid(), Relu(), Softmax(), Sequential([Tanh(), Linear(2, 1)])])
+@pytest.mark.parametrize("data", [np.ones((1, 2)), [[1.0, 2.0]]])
+def test_layers_say_they_want_a_tensor(layer, data):
+    # Was "'numpy.ndarray' object has no attribute 'tanh'" (or 'list' ... 'data').
+    with pytest.raises(TypeError, match=f"{type(layer).__name__}: expected Tensor inputs, got {type(data).__name__}"):
+        layer(data)
+
+
 @pytest.mark.parametrize("shape", [(4, 3), (3,), (2, 4, 3)])
 def test_linear_gradients(shape):
     layer = Linear(3, 2, rng=np.random.default_rng(1))
