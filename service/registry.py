@@ -169,6 +169,14 @@ def _load_document(path: str) -> tuple[dict, Sequential]:
     return document, model
 
 
+def _loaded_model(name: str, version: int, document: dict, model: Sequential) -> LoadedModel:
+    summary = document_summary(model)
+    return LoadedModel(
+        name=name, version=version, model=model, document=document, n_inputs=int(summary["inputs"]),
+        n_outputs=int(summary["outputs"]), dtype=np.dtype(summary["dtype"]), summary=summary,
+    )
+
+
 def _fsync_directory(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -320,11 +328,7 @@ class ModelRegistry:
 
     def _load(self, name, version, path, identity) -> LoadedModel:
         document, model = _load_document(path)
-        summary = document_summary(model)
-        loaded = LoadedModel(
-            name=name, version=version, model=model, document=document, n_inputs=int(summary["inputs"]),
-            n_outputs=int(summary["outputs"]), dtype=np.dtype(summary["dtype"]), summary=summary,
-        )
+        loaded = _loaded_model(name, version, document, model)
         with self._lock:
             # Loading is rare, so it is when models removed by other processes leave this cache.
             for gone in [p for p in self._cache if not os.path.exists(p)]:
@@ -387,23 +391,29 @@ class ModelRegistry:
         text = minigrad.dumps(model).encode()
         for attempt in range(1, _PUT_ATTEMPTS + 1):
             try:
-                return self.get(name, self._write_next_version(name, text))
-            except (FileNotFoundError, ModelNotFound, VersionNotFound) as error:
-                # A concurrent delete of this name took <name>/ (and this upload's files) away: upload again,
-                # as if just after that delete. It was a 503 "not writable" for a directory that was fine.
+                version = self._write_next_version(name, text)
+                break
+            except FileNotFoundError as error:
+                # A concurrent delete of this name took <name>/, with this upload's temporary file, away before
+                # the version was in place: upload again, as if just after that delete (it was a 503 "not
+                # writable" for a directory that was fine).
                 if attempt == _PUT_ATTEMPTS:
-                    raise ModelStorageError(name, error) if isinstance(error, OSError) else error from error
-        raise AssertionError("unreachable")
+                    raise ModelStorageError(name, error) from error
+        try:
+            return self.get(name, version)
+        except (ModelNotFound, VersionNotFound):  # deleted again since it was stored: stored all the same
+            return _loaded_model(name, version, json.loads(text), model)
 
     def _write_next_version(self, name: str, text: bytes) -> int:
-        """Store ``text`` as the next version of ``name``; raises ``FileNotFoundError`` when <name>/ vanished."""
+        """Store ``text`` as the next version of ``name``; raises ``FileNotFoundError`` when <name>/ vanished
+        before the version was in place (once it is, a delete that follows takes nothing from this upload)."""
         base = os.path.join(self.directory, name)
         created = not os.path.isdir(base)
         try:
             try:
                 os.makedirs(base, exist_ok=True)
             except FileExistsError:
-                if os.path.lexists(base):
+                if os.path.lexists(base) and not os.path.isdir(base):
                     raise ModelNameTaken(name) from None  # a file, not a directory, is in the way
                 raise FileNotFoundError(errno.ENOENT, "removed while being created", base) from None
             fd, temporary = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=base)
@@ -415,8 +425,10 @@ class ModelRegistry:
                 version = self._link_next_version(name, base, temporary)
                 self._changes.bump()  # the new version is in place: every registry looks again
             finally:
-                os.unlink(temporary)
-            _fsync_directory(base)
+                with contextlib.suppress(FileNotFoundError):  # gone with <name>/ when a delete came between
+                    os.unlink(temporary)
+            with contextlib.suppress(FileNotFoundError):  # likewise: the version was made, then deleted
+                _fsync_directory(base)
         except OSError as error:
             if created:
                 with contextlib.suppress(OSError):  # only if still empty: a concurrent upload may be in it
