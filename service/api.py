@@ -19,7 +19,7 @@ from flask import Request, request
 from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 from werkzeug.sansio.utils import get_content_length
 
 from .auth import SECURITY_SCHEME, SECURITY_SCHEME_NAME
@@ -65,7 +65,22 @@ def read_json_body(request: Request):
     if mimetype and not core.is_json(mimetype):
         abort_problem(415, detail=f"Expected a JSON body (Content-Type: application/json), got {mimetype!r}.",
                       type="urn:minigrad:problem:unsupported-media-type")
-    return parse_json_body(read_body(request))
+    body = read_body(request)
+    try:
+        return parse_json_body(body)
+    except HTTPException:
+        _refuse_content_encoding(request)  # looked at only now: a good body costs nothing more
+        raise
+
+
+def _refuse_content_encoding(request: Request) -> None:
+    """A body that is not JSON and says it is compressed is a 415 naming the coding (RFC 9110), not a 400
+    "not valid UTF-8 text": only /v2 inflates request bodies."""
+    coding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if coding != "identity":
+        abort_problem(415, detail=f"Content-Encoding {coding!r} is not supported here; send the JSON body "
+                                  "uncompressed (only /v2/.../infer accepts gzip or deflate).",
+                      type="urn:minigrad:problem:unsupported-media-type")
 
 
 _CUT_OFF = "The client closed the connection before it sent the whole request body."

@@ -8,9 +8,11 @@ body limit is also checked over real HTTP: a 413 comes before the body is read w
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +99,11 @@ CASES = [
     raw("multipart", "POST", "/predict", b"--x--", 415, "got 'multipart/form-data'",
         content_type="multipart/form-data; boundary=x"),
     raw("xml-model", "PUT", "/models/fresh", b"<model/>", 415, "got 'application/xml'", "application/xml", AUTH),
+    # a compressed body outside /v2 was a 400 "not valid UTF-8 text"; RFC 9110 says 415 for a coding not accepted
+    raw("gzip-predict", "POST", "/predict", gzip.compress(b'{"model": "xor", "inputs": [0, 1]}'), 415,
+        "Content-Encoding 'gzip' is not supported here", headers={"Content-Encoding": "gzip"}),
+    raw("deflate-upload", "PUT", "/models/fresh", zlib.compress(json.dumps(XOR).encode()), 415,
+        "Content-Encoding 'deflate' is not supported here", headers={"Content-Encoding": "deflate", **AUTH}),
     raw("onnx-garbage", "PUT", "/models/fresh", b"\x00\x01garbage", 422, "not an ONNX model", "application/onnx",
         AUTH),
     raw("over-the-limit", "POST", "/predict", b"[" + b"0," * (LIMIT // 2) + b"0]", 413,
