@@ -23,6 +23,7 @@ import numpy as np
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from .nn import Layer, Linear, Relu, Sequential, Sigmoid, Softmax, Tanh
+from .tensor import Tensor
 
 __all__ = [
     "FORMAT",
@@ -372,7 +373,9 @@ class LinearSpec(LayerSpecSchema):
         for name, shape in expected.items():
             got = list(spec[name].shape)
             if got != shape:
-                errors[name] = [f"expected shape {shape}, got {got}"]
+                # _number_text: a declared size of 10**400 is not worth 400 digits in the message
+                wanted = "[" + ", ".join(map(_number_text, shape)) + "]"
+                errors[name] = [f"expected shape {wanted}, got {got}"]
         if errors:
             raise ValidationError(errors)
 
@@ -389,6 +392,12 @@ class LinearSpec(LayerSpecSchema):
         return layer
 
     def describe(self, layer):
+        # A model whose parameters were replaced by hand: say which, rather than fail on .shape[1].
+        for name, shape in (("weight", "[in_features, out_features]"), ("bias", "[out_features]")):
+            tensor = getattr(layer, name, None)
+            if not isinstance(tensor, Tensor) or tensor.data.ndim != shape.count(",") + 1:
+                got = f"shape {list(tensor.data.shape)}" if isinstance(tensor, Tensor) else describe(tensor)
+                raise ValidationError({name: [f"expected a Tensor of shape {shape}, got {got}"]})
         return {
             "in_features": layer.in_features,
             "out_features": layer.out_features,
@@ -489,7 +498,7 @@ class ModelDocumentSchema(_StrictSchema):
             raise ValidationError(f"expected a JSON object, got {describe(document)}")
         version = document.get("version")
         if document.get("format") == FORMAT and type(version) is int and version != VERSION:
-            raise ValidationError({"version": [_UNSUPPORTED.format(input=version)]})
+            raise ValidationError({"version": [_UNSUPPORTED.format(input=_number_text(version))]})
         return document
 
     @validates_schema
@@ -586,7 +595,10 @@ def _model_document(model) -> dict:
     dtypes = set()
     for i, layer in enumerate(model.layers):
         layer_type = _layer_type(layer, i)
-        spec = {"type": layer_type.name, **layer_type.schema.describe(layer)}
+        try:
+            spec = {"type": layer_type.name, **layer_type.schema.describe(layer)}
+        except ValidationError as exc:
+            raise ModelFormatError(_flatten(exc.messages, f"layers[{i}]")) from None
         dtypes.update(v.dtype.name for v in spec.values() if isinstance(v, np.ndarray))
         layers.append(spec)
     if len(dtypes) > 1:
@@ -642,6 +654,10 @@ def loads(text) -> Sequential:
     """The model in a JSON document (str or bytes)."""
     if not isinstance(text, (str, bytes, bytearray)):
         raise ModelFormatError([("document", f"expected JSON text (str or bytes), got {describe(text)}")])
+    if isinstance(text, str) and text.startswith("\ufeff"):
+        # json.loads skips a byte order mark in bytes but not in text: load(path) read a file that
+        # load(open(path)) refused.
+        text = text[1:]
     try:
         document = json.loads(text, object_pairs_hook=_object_without_repeated_keys)
     except _RepeatedKey as exc:

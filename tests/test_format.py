@@ -194,6 +194,27 @@ def test_text_that_is_not_a_document(text, fragment):
     assert fragment in str(caught.value)
 
 
+def test_a_byte_order_mark_is_skipped_in_text_as_in_bytes(tmp_path):
+    text = minigrad.dumps(small_model())
+    (tmp_path / "bom.json").write_text("\ufeff" + text, encoding="utf-8")
+    expected = minigrad.loads(text)
+    with open(tmp_path / "bom.json", encoding="utf-8") as f:  # text mode keeps the mark: it was refused
+        assert_same_model(expected, minigrad.load(f))
+    assert_same_model(expected, minigrad.load(tmp_path / "bom.json"))
+
+
+def test_huge_numbers_are_shortened_in_messages():
+    document = valid_document()
+    document["version"] = 10**400
+    with pytest.raises(ModelFormatError, match=r"^version: unsupported version 1000.*\(401 digits\) \(this minigrad"):
+        minigrad.Sequential.from_dict(document)
+    document = valid_document()
+    document["layers"][0]["in_features"] = 10**400
+    with pytest.raises(ModelFormatError) as caught:
+        minigrad.Sequential.from_dict(document)
+    assert caught.value.location == "layers[0].weight" and len(str(caught.value)) < 300
+
+
 def test_loads_refuses_what_is_not_text():
     with pytest.raises(ModelFormatError, match="expected JSON text"):
         minigrad.loads({"format": "minigrad.sequential"})
@@ -219,6 +240,11 @@ def small_model():
         (lambda m: m.layers.__setitem__(2, Linear(3, 1, dtype=np.float32)), "dtype", "mix float32 and float64"),
         (lambda m: m.layers.__setitem__(slice(None), [Linear(2, 2, dtype=np.float16)]), "dtype", "float16"),
         (lambda m: m.layers.clear(), "layers", "at least one layer with weights"),
+        # These two raised IndexError / AttributeError from inside the saver.
+        (lambda m: setattr(m.layers[0].weight, "data", np.ones(6)), "layers[0].weight",
+         "expected a Tensor of shape [in_features, out_features], got shape [6]"),
+        (lambda m: setattr(m.layers[2], "bias", None), "layers[2].bias",
+         "expected a Tensor of shape [out_features], got null"),
     ],
     ids=[
         "NaN weight",
@@ -231,6 +257,8 @@ def small_model():
         "mixed",
         "f16",
         "empty",
+        "1-d weight",
+        "no bias",
     ],
 )
 def test_saving_refuses_a_model_it_could_not_load(tmp_path, spoil, location, fragment):
