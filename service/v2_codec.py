@@ -171,10 +171,12 @@ def _load_json_header(body: bytes, header_length: str | None) -> tuple[dict, int
     if header_length is None:
         end = len(body)
     else:
-        try:
-            end = int(header_length)
-        except ValueError:
-            raise V2ProtocolError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+        digits = header_length.strip()
+        # ASCII digits only: int() would also take a sign, underscores and other scripts' digits ('٣' is 3).
+        if not (digits.isascii() and digits.isdigit()):
+            raise V2ProtocolError(f"{HEADER_LENGTH} must be a non-negative integer (the JSON object's length in "
+                                  f"bytes), got {header_length!r}")
+        end = int(digits)
         if not 0 < end <= len(body):
             raise V2ProtocolError(f"{HEADER_LENGTH} is {end} but the request body has {len(body)} bytes")
     if end == 0:

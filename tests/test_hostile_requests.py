@@ -246,7 +246,8 @@ CASES = [
        f"Inference-Header-Content-Length is {len(BINARY) + 100} but the request body has {len(BINARY) + 16} bytes",
        {"Inference-Header-Content-Length": str(len(BINARY) + 100)}),
     v2("v2-header-length-a-word", BINARY + np.zeros(2).tobytes(), 400,
-       "Inference-Header-Content-Length must be an integer, got 'abc'", {"Inference-Header-Content-Length": "abc"}),
+       "Inference-Header-Content-Length must be a non-negative integer (the JSON object's length in bytes), "
+       "got 'abc'", {"Inference-Header-Content-Length": "abc"}),
     v2("v2-binary-size-vs-datatype", binary_request(16, "FP32") + np.zeros(2).tobytes(), 400,
        "binary_data_size is 16 but shape [1, 2] needs 8",
        {"Inference-Header-Content-Length": str(len(binary_request(16, "FP32")))}),

@@ -207,7 +207,13 @@ def binary_case(size=None, extra=b"", cut=0, header_length=None, data_too=False,
         (binary_case(size=True), "must be a non-negative integer"),
         (binary_case(cut=3), "the request body ends 3 bytes before its data does"),
         (binary_case(extra=b"\0" * 5), "5 bytes after the last input's binary data"),
-        (binary_case(header_length="abc"), "Inference-Header-Content-Length must be an integer"),
+        (binary_case(header_length="abc"), "Inference-Header-Content-Length must be a non-negative integer"),
+        # int() took these: a negative length was reported as "past the body", and other scripts' digits were read
+        (binary_case(header_length="-5"), "must be a non-negative integer (the JSON object's length in bytes), "
+                                          "got '-5'"),
+        (binary_case(header_length="+115"), "must be a non-negative integer"),
+        (binary_case(header_length="1_15"), "must be a non-negative integer"),
+        (binary_case(header_length="\u0661\u0661\u0665"), "must be a non-negative integer"),
         (binary_case(header_length="0"), "Inference-Header-Content-Length is 0"),
         (binary_case(header_length="100000"), "but the request body has"),
         (binary_case(header_length="10"), "not valid JSON"),
@@ -218,6 +224,11 @@ def binary_case(size=None, extra=b"", cut=0, header_length=None, data_too=False,
 )
 def test_bad_binary_requests_are_rejected_naming_the_problem(case, expected):
     assert expected in str(error_of(*case))
+
+
+def test_the_header_length_may_carry_surrounding_spaces():
+    body, length = binary_case()
+    np.testing.assert_array_equal(parse_infer_request(body, f" {length} ").inputs["x"], [1.0, 2.0])
 
 
 def test_binary_data_size_without_the_header_is_an_error():
