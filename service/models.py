@@ -8,6 +8,7 @@ from flask import Response, request, url_for
 
 from .api import Blueprint, documents_problems
 from .auth import require_token
+from .errors import abort_problem
 from .onnx_files import BINARY_SCHEMA, ONNX_MEDIA_TYPE, ONNX_MEDIA_TYPES, onnx_response, uploaded_document
 from .registry import InvalidModelFile, LoadedModel, get_registry
 from .schemas import (
@@ -83,6 +84,11 @@ def show_version(query, name, version):
 def upload_model(name):
     """Store a model document (or an ONNX file, stored as its model document) as the next version of ``name``
     (created if new)."""
+    if "version" in request.args:  # it was ignored: a client meaning to replace version N got version N+1
+        abort_problem(422, "Validation failed", "Versions are never replaced: an upload always becomes the next "
+                      "version, so PUT takes no 'version' (send the document to /models/<name> alone).",
+                      type="urn:minigrad:problem:validation",
+                      errors={"query": {"version": ["not accepted: an upload becomes the next version"]}})
     document = uploaded_document(request)
     loaded = get_registry().put(name, document)
     location = url_for(".show_version", name=name, version=loaded.version)

@@ -72,6 +72,14 @@ def test_put_creates_the_next_version(client, model_dir):
     assert (model_dir / "brand-new" / "1.json").is_file()
 
 
+@pytest.mark.parametrize("query", ["version=1", "version=2", "version=latest"])
+def test_put_with_a_version_is_refused_not_silently_a_new_version(client, model_dir, query):
+    # PUT /models/xor?version=1 was a 201 that stored version 2: a client meaning to replace 1 never learned.
+    problem = assert_problem(client.put(f"/models/xor?{query}", json=xor_like(1)), 422, "Versions are never replaced")
+    assert problem["errors"] == {"query": {"version": ["not accepted: an upload becomes the next version"]}}
+    assert model_files(model_dir) == ["iris.json", "xor.json"]
+
+
 def test_delete_removes_the_model(client):
     client.put("/models/xor", json=xor_like(1))
     response = client.delete("/models/xor")
