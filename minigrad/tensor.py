@@ -40,13 +40,17 @@ _grad_mode = _GradMode()
 class no_grad:
     """Context manager (or decorator) inside which no operation is recorded for backward."""
 
+    def __init__(self):
+        # A stack, not one saved flag: the same instance entered twice (nested) must restore twice.
+        self._previous = []
+
     def __enter__(self):
-        self._previous = _grad_mode.enabled
+        self._previous.append(_grad_mode.enabled)
         _grad_mode.enabled = False
         return self
 
     def __exit__(self, *exc):
-        _grad_mode.enabled = self._previous
+        _grad_mode.enabled = self._previous.pop()
         return False
 
     def __call__(self, function):

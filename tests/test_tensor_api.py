@@ -188,3 +188,12 @@ def test_linear_names_the_width_it_expected():
         linear(Tensor(np.ones((4, 3))), weight, bias, "relu")  # was numpy's "shapes (4,3) and (2,3) not aligned"
     with pytest.raises(TypeError, match=r"Linear\(2, 3\): expected a Tensor input, got ndarray"):
         linear(np.ones((4, 2)), weight, bias)  # was "'memoryview' object has no attribute 'dot'"
+
+
+def test_one_no_grad_instance_entered_twice_restores_recording():
+    quiet = no_grad()
+    with quiet:
+        with quiet:
+            pass
+        assert not is_grad_enabled()
+    assert is_grad_enabled()  # was left off for good: the inner entry had overwritten the saved state
