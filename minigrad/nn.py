@@ -7,7 +7,18 @@ import numbers
 
 import numpy as np
 
-from .tensor import Tensor, _add_reduce, _constant, _constants, _node, _records, linear, linear_array, no_grad
+from .tensor import (
+    Tensor,
+    _add_reduce,
+    _constant,
+    _constants,
+    _linear_input_error,
+    _node,
+    _records,
+    linear,
+    linear_array,
+    no_grad,
+)
 
 __all__ = [
     "Layer",
@@ -160,8 +171,13 @@ class Sequential(Layer):
             if type(layer) is Linear:
                 activation = _FUSED_ACTIVATIONS.get(type(layers[i])) if i < n else None
                 i += activation is not None
-                array = linear_array(array, layer.weight.data, None if layer.bias is None else layer.bias.data,
-                                     activation)
+                try:
+                    array = linear_array(array, layer.weight.data, None if layer.bias is None else layer.bias.data,
+                                         activation)
+                except (AttributeError, ValueError) as exc:  # only once it failed: nothing on the hot path
+                    if not isinstance(array, np.ndarray):
+                        raise TypeError(f"predict: expected a numpy array, got {type(array).__name__}") from None
+                    raise _linear_input_error(_constant(array), layer.weight.data, exc) from None
             else:
                 with no_grad():
                     array = layer(Tensor(array)).data

@@ -707,8 +707,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
     try:
         a = x.data
         out = linear_array(a, w, None if bias is None else bias.data, activation)
-    except (AttributeError, ValueError):  # checked only once it failed: nothing extra on the hot path
-        raise _linear_input_error(x, w) from None
+    except (AttributeError, ValueError) as exc:  # checked only once it failed: nothing extra on the hot path
+        raise _linear_input_error(x, w, exc) from None
     derivative = None if activation is None else _ACTIVATIONS[activation][1]
     needs_x, needs_w = x.autograd, weight.autograd
     if not (_grad_mode.enabled and (needs_x or needs_w or (bias is not None and bias.autograd))):
@@ -754,12 +754,18 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
     return _node(out, op, (x, weight, bias), backward)
 
 
-def _linear_input_error(x, w: np.ndarray) -> Exception:
+def _linear_input_error(x, w: np.ndarray, error: Exception) -> Exception:
+    """What made ``linear`` fail, if it is the input: the error to raise instead of ``error``."""
     name = f"Linear({w.shape[0]}, {w.shape[1]})" if w.ndim == 2 else "Linear"
     if not isinstance(x, Tensor):
         return TypeError(f"{name}: expected a Tensor input, got {type(x).__name__} (wrap the data in Tensor(...))")
-    return ValueError(f"{name}: expected inputs with {w.shape[0]} features (the last axis), "
-                      f"got shape {list(x.data.shape)}")
+    if not isinstance(x.data, np.ndarray):
+        return TypeError(f"{name}: the input Tensor holds a {type(x.data).__name__}, not a numpy array")
+    shape = x.data.shape
+    if w.ndim == 2 and (not shape or shape[-1] != w.shape[0]):
+        return ValueError(f"{name}: expected inputs with {w.shape[0]} features (the last axis), "
+                          f"got shape {list(shape)}")
+    return error  # the input fits: the layer's own parameters are at fault
 
 
 _LINEAR_OPS = {None: "linear", **{name: f"linear_{name}" for name in _ACTIVATIONS}}

@@ -322,3 +322,20 @@ def test_adam_step_without_gradients_does_not_count():
         opt.step()
     np.testing.assert_array_equal(w.data, ref.data)
     assert early.t == fresh.t == 1
+
+
+def test_predict_names_the_layer_input_it_expected():
+    model = Sequential([Linear(2, 3), Tanh(), Linear(3, 1)])
+    with pytest.raises(ValueError, match=r"Linear\(2, 3\): expected inputs with 2 features \(the last axis\), "
+                                         r"got shape \[4, 3\]"):
+        model.predict(np.ones((4, 3)))  # was numpy's "shapes (4,3) and (2,3) not aligned"
+    with pytest.raises(TypeError, match="predict: expected a numpy array, got list"):
+        model.predict([[1.0, 2.0]])  # was "'list' object has no attribute 'ndim'"
+
+
+def test_a_broken_layer_is_not_blamed_on_its_input():
+    layer = Linear(2, 3)
+    layer.bias = Tensor(np.zeros(4), autograd=True)  # the input fits; the bias does not
+    with pytest.raises(ValueError, match="broadcast") as caught:
+        layer(Tensor(np.ones((1, 2))))
+    assert "features" not in str(caught.value)
