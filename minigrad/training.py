@@ -10,7 +10,7 @@ import numpy as np
 
 from .nn import BCELoss, CrossEntropyLoss, MSELoss
 from .optim import SGD, Adam, Optimizer
-from .tensor import Tensor, _add_reduce, _constant, no_grad
+from .tensor import Tensor, _add_reduce, _constant, is_grad_enabled, no_grad
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "LOSSES", "OPTIMIZERS", "DEFAULT_ALPHA"]
 
@@ -70,9 +70,13 @@ def _count(value, name) -> int:
     return count
 
 
-def _check_callables(model, loss, optimizer, callback):
+def _check_model(model):
     if not callable(model) or not callable(getattr(model, "get_parameters", None)):
         raise TypeError(f"model: expected a minigrad Layer (e.g. Sequential), got {type(model).__name__}")
+
+
+def _check_callables(model, loss, optimizer, callback):
+    _check_model(model)
     if not callable(loss):
         raise TypeError(f"loss: expected a loss such as minigrad.MSELoss(), got {type(loss).__name__}")
     if not callable(getattr(optimizer, "step", None)):
@@ -80,7 +84,11 @@ def _check_callables(model, loss, optimizer, callback):
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a function of the epoch's record, got {type(callback).__name__}")
     params = model.get_parameters()
-    if isinstance(optimizer, Optimizer) and params:
+    if not any(p.autograd for p in params):
+        raise ValueError("model: it has no parameter with autograd=True, so there is nothing to train")
+    if not is_grad_enabled():
+        raise RuntimeError("fit: gradient recording is off (fit was called inside no_grad())")
+    if isinstance(optimizer, Optimizer):
         # Else every step would update other tensors while the model's gradients pile up unseen.
         mine = {id(p) for p in params}
         if not any(id(p) in mine for p in optimizer.parameters):
@@ -118,6 +126,21 @@ def _labels(y, name, loss, pred) -> np.ndarray:
     return y.astype(np.intp)
 
 
+def _check_finite(record, model):
+    """TrainingDiverged if the epoch's record or the weights hold NaN or infinity. Each batch loss was finite,
+    but their sum can overflow, the last step can still overflow the weights, and the validation data can
+    overflow a sane model: none of it may reach the history (JSON has no Infinity) or pass as trained."""
+    epoch = record["epoch"]
+    for key in ("loss", "val_loss"):
+        if key in record and not math.isfinite(record[key]):
+            raise TrainingDiverged(f"epoch {epoch}: {key} became {record[key]}; "
+                                   "try a smaller learning rate (alpha) or normalized inputs")
+    for i, p in enumerate(model.get_parameters()):
+        if not np.isfinite(p.data).all():
+            raise TrainingDiverged(f"epoch {epoch}: parameter {i} (of get_parameters()) became NaN or infinite; "
+                                   "try a smaller learning rate (alpha) or normalized inputs")
+
+
 def _describe(value) -> str:
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)}"
@@ -133,12 +156,32 @@ def _accuracy(loss, pred: np.ndarray, target: np.ndarray):
     return None
 
 
-def evaluate(model, inputs, targets, loss):
-    """Loss (summed to a scalar) and, for classification losses, accuracy, without recording a graph."""
+def _data(model, loss, inputs, targets, dtype, name=""):
+    """``inputs`` and ``targets`` as checked arrays ready for ``model`` and ``loss`` (``name`` prefixes the
+    messages, e.g. "validation ")."""
+    x = _as_array(inputs, f"{name}inputs").astype(dtype, copy=False)
+    y = _targets_array(targets, f"{name}targets", loss, dtype)
+    if len(x) != len(y):
+        raise ValueError(f"{name}inputs has {len(x)} samples but targets has {len(y)}")
+    pred = _probe(model, loss, x, y, f"{name}inputs", f"{name}targets")
+    return x, _labels(y, f"{name}targets", loss, pred)
+
+
+def _evaluate(model, x: np.ndarray, y: np.ndarray, loss):
     with no_grad():
-        pred = model(_constant(inputs))
-        value = float(loss(pred, _constant(targets)).data.sum())
-    return value, _accuracy(loss, pred.data, targets)
+        pred = model(_constant(x))
+        value = float(loss(pred, _constant(y)).data.sum())
+    return value, _accuracy(loss, pred.data, y)
+
+
+def evaluate(model, inputs, targets, loss):
+    """Loss (summed to a scalar) and, for classification losses, accuracy, without recording a graph.
+
+    ``inputs`` and ``targets`` are checked as ``fit`` checks them (numpy arrays, nested lists or Tensors).
+    """
+    _check_model(model)
+    x, y = _data(model, loss, inputs, targets, _model_dtype(model))
+    return _evaluate(model, x, y, loss)
 
 
 def fit(
@@ -167,23 +210,14 @@ def fit(
     # Everything is checked before the first step: a bad argument leaves the model as it was.
     _check_callables(model, loss, optimizer, callback)
     dtype = _model_dtype(model)
-    x = _as_array(inputs, "inputs").astype(dtype, copy=False)
-    y = _targets_array(targets, "targets", loss, dtype)
+    x, y = _data(model, loss, inputs, targets, dtype)
     n = len(x)
-    if len(y) != n:
-        raise ValueError(f"inputs has {n} samples but targets has {len(y)}")
     epochs = _count(epochs, "epochs")
     batch = n if batch_size is None else _count(batch_size, "batch_size")
-    y = _labels(y, "targets", loss, _probe(model, loss, x, y, "inputs", "targets"))
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise ValueError(f"validation: expected a pair (inputs, targets), got {_describe(validation)}")
-        val_x = _as_array(validation[0], "validation inputs").astype(dtype, copy=False)
-        val_y = _targets_array(validation[1], "validation targets", loss, dtype)
-        if len(val_x) != len(val_y):
-            raise ValueError(f"validation inputs has {len(val_x)} samples but targets has {len(val_y)}")
-        pred = _probe(model, loss, val_x, val_y, "validation inputs", "validation targets")
-        val_y = _labels(val_y, "validation targets", loss, pred)
+        val_x, val_y = _data(model, loss, *validation, dtype, "validation ")
     try:
         rng = np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
@@ -213,10 +247,11 @@ def fit(
             batches += 1
         record = {"epoch": epoch, "loss": total / batches}
         if validation is not None:
-            val_loss, val_accuracy = evaluate(model, val_x, val_y, loss)
+            val_loss, val_accuracy = _evaluate(model, val_x, val_y, loss)
             record["val_loss"] = val_loss
             if val_accuracy is not None:
                 record["val_accuracy"] = val_accuracy
+        _check_finite(record, model)
         record["seconds"] = time.perf_counter() - started
         history.append(record)
         if callback is not None and callback(record) is False:

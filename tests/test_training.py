@@ -21,7 +21,9 @@ from minigrad import (
     Tanh,
     Tensor,
     TrainingDiverged,
+    evaluate,
     fit,
+    no_grad,
 )
 
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
@@ -260,3 +262,49 @@ def test_bad_fit_calls_are_refused_before_any_step(call, error, message):
 
 def test_whole_float_counts_are_accepted():
     assert len(fit(**_mse_call(epochs=3.0, batch_size=np.int64(2)))) == 3
+
+
+def one_weight_model():
+    model = Sequential([Linear(1, 1)])
+    model.layers[0].weight.data[...] = 1.0
+    return model
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        # One batch, its loss 1e308 (finite), its gradient infinite: the weight became -inf on the last step
+        # and fit returned normally.
+        (lambda m: fit(m, [[1e154]], [[0.0]], MSELoss("sum"), SGD(m.get_parameters(), alpha=1.0), 1),
+         "epoch 1: parameter 0 .* became NaN or infinite"),
+        # Each batch loss finite (1.44e308), their sum not: the record said loss inf. (Only the bias trains,
+        # its gradient finite.)
+        (lambda m: setattr(m.layers[0].weight, "autograd", False)
+         or fit(m, [[1.2e154], [1.2e154]], [[0.0], [0.0]], MSELoss("sum"), SGD(m.get_parameters(), alpha=1e-300), 1,
+                batch_size=1), "epoch 1: loss became inf"),
+        # A sane model, extreme validation data: val_loss inf went into the history (and from there into JSON).
+        (lambda m: fit(m, [[1.0]], [[0.0]], MSELoss("sum"), SGD(m.get_parameters()), 1,
+                       validation=([[1e200]], [[0.0]])), "epoch 1: val_loss became inf"),
+    ],
+)
+def test_non_finite_values_never_reach_the_history(call, message):
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(TrainingDiverged, match=message):
+        call(one_weight_model())
+
+
+def test_fit_refuses_a_model_with_nothing_to_train_and_a_no_grad_context():
+    model = Sequential([Sigmoid()])
+    with pytest.raises(ValueError, match="model: it has no parameter with autograd=True"):
+        fit(model, XOR_Y, XOR_Y, MSELoss(), SGD([]), 1)  # was backward's RuntimeError in the first batch
+    model = xor_model()
+    with no_grad(), pytest.raises(RuntimeError, match=r"fit: gradient recording is off"):
+        fit(model, XOR_X, XOR_Y, MSELoss(), SGD(model.get_parameters()), 1)
+
+
+def test_evaluate_takes_what_fit_takes():
+    # Lists raised "'list' object has no attribute 'shape'"; labels out of range were not checked.
+    model = classifier()
+    by_lists = evaluate(model, XOR_X.tolist(), [0, 1, 2, 1], CrossEntropyLoss())
+    assert by_lists == evaluate(model, XOR_X.astype(float), np.array([0, 1, 2, 1]), CrossEntropyLoss())
+    with pytest.raises(ValueError, match="targets: class label 3 is out of range"):
+        evaluate(model, XOR_X, [0, 1, 3, 1], CrossEntropyLoss())
