@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -139,6 +140,25 @@ def test_classification_with_a_validation_split_reports_validation_accuracy(clie
     last = job["history"][-1]
     assert set(last) == {"epoch", "loss", "val_loss", "val_accuracy", "seconds"} and last["val_accuracy"] >= 0.9
     assert client.get(f"/jobs/{job['id']}/model").get_json()["dtype"] == "float32"
+
+
+def strict_json(response):
+    """The body parsed as JSON proper: Python's json would read NaN and Infinity, which JSON has not."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(response.get_data(as_text=True), parse_constant=refuse)
+
+
+def test_a_validation_loss_that_overflows_fails_the_job_in_valid_json(client, consumer):
+    # Far-out validation rows overflow a sane model's val_loss; the history once held it and GET /jobs/<id>
+    # answered "val_loss": Infinity, which is not JSON. fit now calls that divergence, naming it.
+    body = xor_request(architecture=[{"type": "Linear", "in_features": 2, "out_features": 1}], epochs=3,
+                       optimizer={"type": "sgd", "alpha": 0.1},
+                       validation={"inputs": [[1e300, 1e300]], "targets": [[0]]})
+    job = strict_json(client.post("/train?wait=20", json=body))
+    assert job["status"] == "failed" and "val_loss became inf" in job["error"], job
+    assert strict_json(client.get(f"/jobs/{job['id']}")) == job | {"history": job["history"]}
 
 
 def test_a_job_whose_starting_model_was_deleted_fails_saying_so(app, client):
