@@ -14,7 +14,7 @@ from webargs import core
 
 from minigrad import ModelFormatError, Sequential
 
-from .api import read_json_body
+from .api import read_body, read_json_body
 from .errors import abort_problem
 
 __all__ = ["ONNX_MEDIA_TYPES", "ONNX_MEDIA_TYPE", "BINARY_SCHEMA", "uploaded_document", "document_from_onnx",
@@ -42,7 +42,9 @@ def uploaded_document(request: Request) -> dict:
     any other Content-Type is a 415 naming both."""
     mimetype = request.mimetype
     if mimetype in ONNX_MEDIA_TYPES:
-        return document_from_onnx(request.get_data(cache=True))
+        # read_body, not get_data: werkzeug cuts a chunked body at the limit without a word (a truncated file
+        # was a 422 "not an ONNX model" instead of a 413).
+        return document_from_onnx(read_body(request))
     if mimetype and not core.is_json(mimetype):
         abort_problem(415, detail=f"Expected a model document (Content-Type: application/json) or an ONNX file "
                                   f"({' or '.join(ONNX_MEDIA_TYPES)}), got {mimetype!r}.",
