@@ -157,8 +157,13 @@ def _file_identity(stat: os.stat_result) -> tuple:
 
 
 def _load_document(path: str) -> tuple[dict, Sequential]:
-    with open(path, "rb") as file:
-        raw = file.read()
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except FileNotFoundError:  # removed meanwhile: the caller looks again
+        raise
+    except OSError as error:  # a directory named 3.json, a file this process may not read: say which, as for bad JSON
+        raise InvalidModelFile(path, error.strerror or error) from None
     try:
         document = json.loads(raw)
         model = Sequential.from_dict(document)
@@ -268,8 +273,8 @@ class ModelRegistry:
                 if entry.is_dir():
                     if self._valid(entry.name) and self._directory_versions(entry.path):
                         found.add(entry.name)
-                elif entry.name.endswith(".json") and self._valid(entry.name[:-5]):
-                    found.add(entry.name[:-5])
+                elif entry.name.endswith(".json") and self._valid(entry.name[:-5]) and entry.is_file():
+                    found.add(entry.name[:-5])  # is_file as _version_paths sees it: a dangling link is no model
         return sorted(found)
 
     def versions(self, name: str) -> list[int]:

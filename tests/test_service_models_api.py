@@ -201,6 +201,20 @@ def test_a_broken_model_file_is_a_500_problem_naming_it_and_the_listing_still_wo
     assert listing["xor"]["inputs"] == 2
 
 
+def test_a_version_that_cannot_be_read_is_named_and_the_listing_still_works(client, model_dir):
+    # A directory where a version file should be (an OSError, not bad JSON) made GET /models itself a bare 500.
+    (model_dir / "odd" / "1.json").mkdir(parents=True)
+    assert_problem(client.get("/models/odd"), 500, "odd/1.json is not a valid model document: Is a directory")
+    listing = {m["name"]: m for m in client.get("/models").get_json()["models"]}
+    assert "Is a directory" in listing["odd"]["error"] and listing["xor"]["inputs"] == 2
+
+
+def test_a_dangling_link_placed_by_hand_is_no_model_and_hides_none(client, model_dir):
+    # names() listed gone.json, versions() found no file behind it: GET /models was a 404 "no model named 'gone'".
+    (model_dir / "gone.json").symlink_to(model_dir / "nowhere.json")
+    assert [m["name"] for m in client.get("/models").get_json()["models"]] == ["iris", "xor"]
+
+
 def test_an_unexpected_error_is_a_500_problem_without_traceback(model_dir, tmp_path):
     app = create_app(service_config(model_dir, tmp_path))
 
