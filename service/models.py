@@ -10,7 +10,7 @@ from .api import Blueprint, documents_problems
 from .auth import require_token
 from .errors import abort_problem
 from .onnx_files import BINARY_SCHEMA, ONNX_MEDIA_TYPE, ONNX_MEDIA_TYPES, onnx_response, uploaded_document
-from .registry import InvalidModelFile, LoadedModel, get_registry
+from .registry import InvalidModelFile, LoadedModel, ModelNotFound, VersionNotFound, get_registry
 from .schemas import (
     MODEL_NAME_PARAMETER,
     ModelDeletedSchema,
@@ -29,11 +29,14 @@ def _sizes(loaded: LoadedModel) -> dict:
             "layers": list(loaded.summary["layers"])}
 
 
-def _summary(registry, name: str) -> dict:
-    versions = registry.versions(name)
-    entry = {"name": name, "latest_version": versions[-1], "versions": versions}
+def _summary(registry, name: str) -> dict | None:
+    """The listing's entry for ``name``; None when it was deleted since the directory was listed."""
     try:
+        versions = registry.versions(name)
+        entry = {"name": name, "latest_version": versions[-1], "versions": versions}
         entry.update(_sizes(registry.get(name, versions[-1])))
+    except (ModelNotFound, VersionNotFound):  # a concurrent delete made the whole listing a 404
+        return None
     except InvalidModelFile as error:  # one broken file must not hide the other models
         entry["error"] = str(error)
     return entry
@@ -44,7 +47,7 @@ def _summary(registry, name: str) -> dict:
 def list_models():
     """Every model with its latest version's sizes and layers."""
     registry = get_registry()
-    return {"models": [_summary(registry, name) for name in registry.names()]}
+    return {"models": [entry for name in registry.names() if (entry := _summary(registry, name)) is not None]}
 
 
 @blp.route("/models/<name>", parameters=[MODEL_NAME_PARAMETER])

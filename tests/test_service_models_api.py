@@ -15,7 +15,7 @@ import minigrad
 from minigrad import Linear, Sequential, Sigmoid, Tanh
 from service import create_app
 from service.errors import PROBLEM_MIMETYPE
-from service.registry import ChangeToken
+from service.registry import ChangeToken, ModelRegistry
 
 CHANGES = ChangeToken.FILE  # the registries' shared change marker: bookkeeping, not a model
 
@@ -213,6 +213,21 @@ def test_a_dangling_link_placed_by_hand_is_no_model_and_hides_none(client, model
     # names() listed gone.json, versions() found no file behind it: GET /models was a 404 "no model named 'gone'".
     (model_dir / "gone.json").symlink_to(model_dir / "nowhere.json")
     assert [m["name"] for m in client.get("/models").get_json()["models"]] == ["iris", "xor"]
+
+
+def test_a_model_deleted_while_the_listing_is_made_is_left_out(client, model_dir, monkeypatch):
+    """A DELETE between the listing of names and a model's summary made the whole GET /models a 404."""
+    listed = ModelRegistry.names
+
+    def names_then_a_delete_elsewhere(self):
+        names = listed(self)
+        ModelRegistry(model_dir).delete("iris")  # another worker's DELETE /models/iris, at the worst moment
+        return names
+
+    monkeypatch.setattr(ModelRegistry, "names", names_then_a_delete_elsewhere)
+    response = client.get("/models")
+    assert response.status_code == 200
+    assert [m["name"] for m in response.get_json()["models"]] == ["xor"]
 
 
 def test_an_unexpected_error_is_a_500_problem_without_traceback(model_dir, tmp_path):
