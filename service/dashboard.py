@@ -23,7 +23,7 @@ from .dashboard_charts import architecture_diagram, architecture_summary, loss_c
 from .errors import abort_problem
 from .jobs import get_job_backend, housekeeping_on_read
 from .jobs.store import ACTIVE
-from .registry import InvalidModelFile, ModelRegistry, get_registry
+from .registry import InvalidModelFile, ModelNotFound, ModelRegistry, VersionNotFound, get_registry
 from .train_api import job_view
 
 blp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
@@ -175,7 +175,12 @@ def _job_card_or_404(job_id: str) -> dict:
 @blp.route("/")
 def index():
     registry = get_registry()
-    models = [model_overview(registry, name) for name in registry.names()]
+    models = []
+    for name in registry.names():
+        try:
+            models.append(model_overview(registry, name))
+        except (ModelNotFound, VersionNotFound):  # deleted since the listing: the whole page was a 404
+            continue
     jobs, jobs_total, jobs_error = _job_cards()
     return render_template("index.html", models=models, jobs=jobs, jobs_total=jobs_total, jobs_error=jobs_error)
 

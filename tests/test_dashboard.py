@@ -17,7 +17,7 @@ from service.dashboard import byte_size, duration
 from service.dashboard_charts import CHART_HEIGHT, CHART_WIDTH, architecture_summary, loss_chart
 from service.jobs import get_job_backend
 from service.jobs.store import RUNNING, SUCCEEDED, new_record
-from service.registry import get_registry
+from service.registry import ModelRegistry, get_registry
 from service.testing import free_port
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -156,6 +156,22 @@ def test_a_broken_model_file_is_shown_without_hiding_the_others(client, model_di
 
 
 # ------------------------------------------------------------------------------------------ escaping
+
+
+def test_a_model_deleted_while_the_index_is_made_is_left_out(client, model_dir, monkeypatch):
+    # A DELETE between the listing of names and a model's overview made the whole index page a 404.
+    listed = ModelRegistry.names
+
+    def names_then_a_delete_elsewhere(self):
+        names = listed(self)
+        ModelRegistry(model_dir).delete("iris")
+        return names
+
+    monkeypatch.setattr(ModelRegistry, "names", names_then_a_delete_elsewhere)
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "/ui/models/xor" in response.get_data(as_text=True)
+    assert "/ui/models/iris" not in response.get_data(as_text=True)
 
 
 def test_hostile_metadata_is_escaped_everywhere(app, client):
