@@ -54,6 +54,11 @@ def build_model(spec: TrainingSpec, rng: np.random.Generator) -> minigrad.Sequen
     return minigrad.Sequential([fresh_layer(layer, rng, dtype) for layer in spec.architecture])
 
 
+def held_out_count(samples: int, validation_split: float) -> int:
+    """How many of ``samples`` rows ``validation_split`` holds out for validation: at least one."""
+    return max(1, int(round(samples * validation_split)))
+
+
 def split_validation(spec: TrainingSpec, rng: np.random.Generator):
     """(train inputs, train targets, validation pair or None)."""
     if spec.validation is not None:
@@ -61,7 +66,7 @@ def split_validation(spec: TrainingSpec, rng: np.random.Generator):
     if not spec.validation_split:
         return spec.inputs, spec.targets, None
     n = len(spec.inputs)
-    held_out = max(1, int(round(n * spec.validation_split)))
+    held_out = held_out_count(n, spec.validation_split)
     # A seeded shuffle first: data sets often arrive sorted by class.
     order = rng.permutation(n)
     train, held = order[: n - held_out], order[n - held_out :]

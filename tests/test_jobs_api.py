@@ -339,6 +339,8 @@ BAD_REQUESTS = [
     (xor_request(validation={"inputs": [[0, 1]], "targets": [[1]]}, validation_split=0.5), ["validation_split"]),
     (xor_request(validation_split=1.0), ["validation_split"]),
     (xor_request(data={"inputs": [[0, 1]], "targets": [[1]]}, validation_split=0.9), ["validation_split"]),
+    # one row and a small split: the check rounded to 0 held out, the job held out 1 and failed with no rows left
+    (xor_request(data={"inputs": [[0, 1]], "targets": [[1]]}, validation_split=0.001), ["validation_split"]),
     (xor_request(loss="hinge"), ["loss"]),
     (xor_request(loss="cross_entropy", data={"inputs": [[0, 1]], "targets": [3]}), ["data", "targets"]),
     # bce targets outside [0, 1] were accepted and trained to a negative, meaningless loss

@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 
 from minigrad.format import finite_array
 
+from ..training import held_out_count
 from .settings import JobLimits
 
 
@@ -140,7 +141,8 @@ def prepare_training(body: dict, limits: JobLimits, registry) -> tuple[dict, dic
         validation = _pair(body["validation"], "validation", n_inputs, n_outputs, loss, dtype)
         if len(validation[0]) > limits.max_samples:
             raise TrainingRequestError("validation.inputs", f"at most {limits.max_samples} samples (rows)")
-    if body.get("validation_split") and round(len(inputs) * body["validation_split"]) >= len(inputs):
+    # The count the job will hold out (at least one row): rounding alone let a split of one row through.
+    if body.get("validation_split") and held_out_count(len(inputs), body["validation_split"]) >= len(inputs):
         raise TrainingRequestError("validation_split", f"leaves no training rows out of {len(inputs)}")
 
     seed = body["seed"] if "seed" in body else secrets.randbits(63)
