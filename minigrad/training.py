@@ -222,6 +222,10 @@ def fit(
         rng = np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"seed: expected None or a non-negative integer ({exc})") from None
+    # Gradients left from before (a backward run by hand, a loop interrupted before its step) would
+    # otherwise be added into the first step's: each step must see its own batch's gradient only.
+    for p in model.get_parameters():
+        p.grad = None
     history = []
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()

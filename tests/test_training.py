@@ -308,3 +308,13 @@ def test_evaluate_takes_what_fit_takes():
     assert by_lists == evaluate(model, XOR_X.astype(float), np.array([0, 1, 2, 1]), CrossEntropyLoss())
     with pytest.raises(ValueError, match="targets: class label 3 is out of range"):
         evaluate(model, XOR_X, [0, 1, 3, 1], CrossEntropyLoss())
+
+
+def test_gradients_left_from_before_do_not_leak_into_the_first_step():
+    stale, fresh = xor_model(), xor_model()
+    loss = MSELoss()
+    loss(stale(Tensor(XOR_X)), Tensor(XOR_Y)).backward()  # by hand, never stepped: it was added to fit's first step
+    for model in (stale, fresh):
+        fit(model, XOR_X, XOR_Y, loss, SGD(model.get_parameters()), 1, seed=0)
+    for a, b in zip(weights(stale), weights(fresh)):
+        np.testing.assert_array_equal(a, b)
