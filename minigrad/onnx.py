@@ -190,15 +190,25 @@ class _Graph:
 
     def constant(self, name: str, node, weights: bool = True) -> np.ndarray:
         """The value of a constant input of ``node``; ``weights`` must have the graph's dtype (a shape need not)."""
-        tensor = self.constants[name]
-        if tensor.data_location == TensorProto.EXTERNAL:
-            _refuse(f"initializer '{name}'", "stored in an external data file; load the model from its path, next to "
-                                              "that file")
-        value = numpy_helper.to_array(tensor)
+        value = self.array(name)
         if weights and value.dtype.name != self.dtype:
             _refuse(f"initializer '{name}'", f"is {value.dtype.name} but the graph's input is {self.dtype}; "
                                               "minigrad models have one dtype")
         return value
+
+    def array(self, name: str) -> np.ndarray:
+        """The value of the constant ``name``, from the model's own bytes only: numpy_helper would read external
+        data from a file relative to the working directory, so a stranger's bytes could pull any file there into
+        the model (class labels are copied into its metadata). ``load(path)`` has already inlined its external
+        data by the time this runs."""
+        tensor = self.constants[name]
+        if tensor.data_location == TensorProto.EXTERNAL:
+            _refuse(f"initializer '{name}'", "stored in an external data file; load the model from its path, next to "
+                                              "that file")
+        try:
+            return numpy_helper.to_array(tensor)
+        except (ValueError, TypeError) as error:  # e.g. dims of 10**9 x 10**9 over six numbers
+            _refuse(f"initializer '{name}'", f"its data do not fill its declared shape {list(tensor.dims)} ({error})")
 
     def target(self) -> str:
         """The tensor to import: the one output, or a classifier's probabilities.
@@ -230,7 +240,7 @@ class _Graph:
                 attributes = _attributes(node)
                 labels = attributes.get("classlabels_int64s", attributes.get("classlabels_strings"))
             elif node.op_type == "ArrayFeatureExtractor" and node.input[0] in self.constants:
-                labels = numpy_helper.to_array(self.constants[node.input[0]]).reshape(-1).tolist()
+                labels = self.array(node.input[0]).reshape(-1).tolist()
             if labels is not None:
                 return [label.decode() if isinstance(label, bytes) else str(label) for label in labels]
         return None
@@ -245,7 +255,7 @@ class _Graph:
         if complement.op_type != "Sub" or list(complement.input[1:]) != [node.input[1]]:
             return None
         one = complement.input[0]
-        if one not in self.constants or not np.all(numpy_helper.to_array(self.constants[one]) == 1):
+        if one not in self.constants or not np.all(self.array(one) == 1):
             return None
         return node.input[1]
 

@@ -381,3 +381,37 @@ def test_a_classifier_whose_only_output_is_a_zipmap_imports_its_probabilities():
     model = minigrad.onnx.loads(graph_bytes(nodes, [W, B], outputs=[helper.make_value_info("y", probabilities)]))
     assert repr(model) == "Sequential([Linear(4, 3), Softmax()])"
     assert model.metadata["outputs"] == ["cat", "dog", "eel"]
+
+
+def external_tensor(name: str, location: str, size: int) -> TensorProto:
+    tensor = TensorProto(name=name, data_type=TensorProto.UINT8, dims=[size], data_location=TensorProto.EXTERNAL)
+    tensor.external_data.add(key="location", value=location)
+    return tensor
+
+
+def test_bytes_never_read_a_file_next_to_the_process(tmp_path, monkeypatch):
+    # An unused ArrayFeatureExtractor whose label constant lives "externally" in ./secret: loads() read the file
+    # and copied its bytes into the model's metadata as class labels (['97', '98', '99']).
+    (tmp_path / "secret").write_bytes(b"abc")
+    monkeypatch.chdir(tmp_path)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="fc"),
+         helper.make_node("ArrayFeatureExtractor", ["labels", "y"], ["z"], name="afe", domain="ai.onnx.ml")],
+        "leak", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(W[1], "W"), numpy_helper.from_array(B[1], "b"),
+         external_tensor("labels", "secret", 3)],
+    )
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid("ai.onnx.ml", 3)]).SerializeToString()
+    with pytest.raises(OnnxImportError, match="initializer 'labels': stored in an external data file"):
+        minigrad.onnx.loads(data)
+
+
+def test_a_declared_shape_larger_than_its_data_is_refused_naming_the_initializer():
+    model = onnx.load_model_from_string(graph_bytes([("Gemm", ["x", "W", "b"], ["y"], "fc", {})], [W, B]))
+    weight = next(t for t in model.graph.initializer if t.name == "W")
+    weight.dims[:] = [10**9, 10**9]  # twelve numbers claiming 10^18: refused, nothing allocated
+    with pytest.raises(OnnxImportError, match=r"initializer 'W': its data do not fill its declared shape "
+                                              r"\[1000000000, 1000000000\]"):  # was numpy's bare "cannot reshape"
+        minigrad.onnx.loads(model.SerializeToString())
