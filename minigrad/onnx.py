@@ -459,7 +459,10 @@ def load(path) -> Sequential:
         data = file.read()
     proto = _parse(data)
     if any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer):
-        onnx.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+        try:
+            onnx.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+        except onnx.checker.ValidationError as error:  # not a ValueError: it escaped as itself
+            _refuse("external data", f"{error} (external data files must sit in the model's own directory)")
     if not proto.HasField("graph") or not proto.graph.node:
         _refuse("document", "not an ONNX model (it has no graph nodes)")
     return _model(proto)

@@ -415,3 +415,18 @@ def test_a_declared_shape_larger_than_its_data_is_refused_naming_the_initializer
     with pytest.raises(OnnxImportError, match=r"initializer 'W': its data do not fill its declared shape "
                                               r"\[1000000000, 1000000000\]"):  # was numpy's bare "cannot reshape"
         minigrad.onnx.loads(model.SerializeToString())
+
+
+@pytest.mark.parametrize("location", ["/etc/passwd", "../outside.bin", "missing.bin"])
+def test_external_data_outside_the_model_directory_is_an_import_error(tmp_path, location):
+    # onnx's checker.ValidationError (not a ValueError) escaped load() as itself.
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="fc")], "external",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [external_tensor("W", location, 12), numpy_helper.from_array(B[1], "b")],
+    )
+    path = tmp_path / "model.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    with pytest.raises(OnnxImportError, match="^external data: .*external data files must sit in the model's own"):
+        minigrad.onnx.load(path)
