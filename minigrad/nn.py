@@ -137,10 +137,19 @@ class Sequential(Layer):
 
     def __init__(self, layers=None):
         super().__init__()
-        self.layers = list(layers) if layers is not None else []
+        self.layers = []
+        for layer in layers if layers is not None else ():
+            self.add(layer)
         self.metadata = {}  # free-form facts saved with the model in its document (minigrad.format)
 
     def add(self, layer):
+        # Checked here, not at the first forward, where it was "'int' object has no attribute 'forward'".
+        if isinstance(layer, type):
+            raise TypeError(f"Sequential: layers[{len(self.layers)}] is the class {layer.__name__}; "
+                            f"add an instance, {layer.__name__}(...)")
+        if not (callable(getattr(layer, "forward", None)) and callable(getattr(layer, "get_parameters", None))):
+            raise TypeError(f"Sequential: layers[{len(self.layers)}] must be a Layer (with forward and "
+                            f"get_parameters), got {type(layer).__name__}")
         self.layers.append(layer)
 
     def forward(self, input):

@@ -339,3 +339,20 @@ def test_a_broken_layer_is_not_blamed_on_its_input():
     with pytest.raises(ValueError, match="broadcast") as caught:
         layer(Tensor(np.ones((1, 2))))
     assert "features" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "layers,message",
+    [
+        ([Linear(2, 3), 5], r"Sequential: layers\[1\] must be a Layer .* got int"),
+        ([Linear(2, 3), Tanh], r"Sequential: layers\[1\] is the class Tanh; add an instance, Tanh\(...\)"),
+    ],
+)
+def test_sequential_refuses_what_is_not_a_layer_when_it_is_given(layers, message):
+    # Found only at the first forward, as "'int' object has no attribute 'forward'" or a missing argument.
+    with pytest.raises(TypeError, match=message):
+        Sequential(layers)
+    model = Sequential(layers[:1])
+    with pytest.raises(TypeError, match=message):
+        model.add(layers[1])
+    assert len(model.layers) == 1
