@@ -471,7 +471,12 @@ class Tensor:
 
     def __getitem__(self, index):
         if isinstance(index, Tensor):
-            index = index.data.astype(np.intp)
+            positions = index.data
+            # A Tensor holds floats: 0.7 was truncated to 0, and a boolean mask (stored as 1.0/0.0) taken
+            # as the positions 1 and 0. Only whole numbers are positions; a mask stays a numpy bool array.
+            if not (np.isfinite(positions).all() and np.array_equal(positions, np.round(positions))):
+                raise IndexError("a Tensor index must hold whole numbers (positions); use a numpy array for a mask")
+            index = positions.astype(np.intp)
         a_shape, dtype = self.data.shape, self.data.dtype
         out = self.data[index]
         if _records(self):

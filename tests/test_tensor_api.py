@@ -197,3 +197,10 @@ def test_one_no_grad_instance_entered_twice_restores_recording():
             pass
         assert not is_grad_enabled()
     assert is_grad_enabled()  # was left off for good: the inner entry had overwritten the saved state
+
+
+def test_a_tensor_index_must_hold_whole_numbers():
+    x = Tensor([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(x[Tensor([2.0, 0.0])].data, [3.0, 1.0])
+    with pytest.raises(IndexError, match="a Tensor index must hold whole numbers"):
+        x[Tensor([0.7])]  # was x[0]
