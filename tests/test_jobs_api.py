@@ -355,6 +355,7 @@ BAD_REQUESTS = [
     (xor_request(batch_size=0), ["batch_size"]),
     (xor_request(seed=-1), ["seed"]),
     (xor_request(save_as="../etc"), ["save_as"]),
+    (xor_request(save_as="a..b"), ["save_as"]),  # was accepted, trained, and refused only when registering
     (xor_request(dtype="float16"), ["dtype"]),
     (xor_request(version=2), ["version"]),
     (xor_request(learning_rate=0.1), ["learning_rate"]),
