@@ -385,6 +385,13 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ writing
 
+    def check_storable(self, name: str) -> None:
+        """Raise ``ModelNameTaken`` when a file (a hand-placed ``<model>.json``) holds the place of the directory
+        ``name``'s versions would go in; ``InvalidModelName`` for a name that is not valid."""
+        base = os.path.join(self.directory, validate_name(name))
+        if os.path.lexists(base) and not os.path.isdir(base):
+            raise ModelNameTaken(name)
+
     def put(self, name: str, document: dict) -> LoadedModel:
         """Validate ``document`` and store it as the next version of ``name`` (created if new).
 
@@ -418,8 +425,7 @@ class ModelRegistry:
             try:
                 os.makedirs(base, exist_ok=True)
             except FileExistsError:
-                if os.path.lexists(base) and not os.path.isdir(base):
-                    raise ModelNameTaken(name) from None  # a file, not a directory, is in the way
+                self.check_storable(name)
                 raise FileNotFoundError(errno.ENOENT, "removed while being created", base) from None
             fd, temporary = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=base)
             try:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from flask import url_for
 from redis.exceptions import RedisError
 
-from .api import Blueprint
+from .api import Blueprint, documents_problems
 from .auth import require_token
 from .errors import abort_problem, problem_document, problem_response
 from .jobs import get_job_backend, housekeeping_on_read
@@ -93,6 +93,7 @@ def _wait_until_finished(job_id: str, seconds: float) -> dict:
 @blp.response(202, JobSchema, description="Accepted: the job is queued (or still running after ?wait=)")
 @blp.alt_response(200, schema=JobSchema, description="With ?wait=: the job finished within the wait")
 @blp.alt_response(429, description="Too many jobs queued or running")
+@documents_problems(409)  # save_as names a place a hand-placed model file holds
 def submit_training(body, wait=None):
     """Queue a training job; ``Location`` points at it. ``?wait=S`` answers 200 once it finished within S s."""
     backend = get_job_backend()

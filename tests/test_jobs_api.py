@@ -383,6 +383,16 @@ def test_bce_targets_outside_0_and_1_are_refused_saying_where(client):
     assert client.post("/train", json=xor_request(loss="bce", epochs=1)).status_code == 202  # 0/1 labels are fine
 
 
+def test_a_save_as_whose_place_a_hand_placed_file_holds_is_a_409_before_training(app, client, tmp_path):
+    # save_as "taken.json" beside a hand-placed taken.json (model "taken") was queued, trained, then failed.
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "models" / "taken.json").write_text("{}")
+    response = client.post("/train", json=xor_request(save_as="taken.json"))
+    assert response.status_code == 409, response.get_json()
+    assert "hand-placed file of model 'taken'" in response.get_json()["detail"]
+    assert client.get("/jobs").get_json()["total"] == 0
+
+
 def test_an_unknown_model_is_a_404(client):
     body = {k: v for k, v in xor_request(model="nope").items() if k != "architecture"}
     response = client.post("/train", json=body)

@@ -133,6 +133,8 @@ def prepare_training(body: dict, limits: JobLimits, registry) -> tuple[dict, dic
         n_inputs, n_outputs, dtype = loaded.n_inputs, loaded.n_outputs, loaded.dtype
         base = {"name": loaded.name, "version": loaded.version}
 
+    if "save_as" in body:  # else the job would train, then fail to register its model
+        registry.check_storable(body["save_as"])  # ModelNameTaken: 409
     loss = body["loss"]
     inputs, targets = _pair(body["data"], "data", n_inputs, n_outputs, loss, dtype)
     _check_sizes(inputs, body["epochs"], limits)
