@@ -685,7 +685,10 @@ def save(model, path_or_file) -> None:
             path_or_file.write(text.encode("utf-8"))
         return
     path = os.fspath(path_or_file)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path) or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path) or ".")
+    except OSError as exc:  # it named the random temporary file, not the path the caller gave
+        raise type(exc)(exc.errno, exc.strerror, path) from None
     try:
         # mkstemp makes the file private (0600); a model file keeps the mode it had, or gets 0644.
         try:

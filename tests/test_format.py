@@ -344,3 +344,10 @@ def test_a_new_layer_type_is_one_class_and_one_registration():
             Sequential.from_dict({**model.to_dict(), "layers": [model.to_dict()["layers"][0], {"type": "Scale"}]})
     finally:
         del LAYER_TYPES["Scale"]
+
+
+def test_saving_into_a_missing_directory_names_the_path_given(tmp_path):
+    target = tmp_path / "no-such-directory" / "model.json"
+    with pytest.raises(FileNotFoundError) as caught:
+        minigrad.save(small_model(), target)
+    assert caught.value.filename == str(target)  # was the random temporary file's name, .tmp-xxxxxxxx.json
