@@ -75,7 +75,7 @@ def _check_model(model):
         raise TypeError(f"model: expected a minigrad Layer (e.g. Sequential), got {type(model).__name__}")
 
 
-def _check_callables(model, loss, optimizer, callback):
+def _check_setup(model, loss, optimizer, callback):
     _check_model(model)
     if not callable(loss):
         raise TypeError(f"loss: expected a loss such as minigrad.MSELoss(), got {type(loss).__name__}")
@@ -208,7 +208,7 @@ def fit(
     Raises ``TrainingDiverged`` as soon as a batch loss is NaN or infinite.
     """
     # Everything is checked before the first step: a bad argument leaves the model as it was.
-    _check_callables(model, loss, optimizer, callback)
+    _check_setup(model, loss, optimizer, callback)
     dtype = _model_dtype(model)
     x, y = _data(model, loss, inputs, targets, dtype)
     n = len(x)
