@@ -449,7 +449,8 @@ class Tensor:
         axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
         out = self.data.transpose(*axes)
         if _records(self):
-            inverse = tuple(np.argsort(axes)) if axes else ()
+            # Axes as numpy takes them (-1 is the last): the inverse is the argsort of their positions.
+            inverse = tuple(np.argsort(np.mod(axes, self.data.ndim))) if axes else ()
 
             def backward(g):
                 return (g.transpose(*inverse),)

@@ -73,6 +73,8 @@ CASES = [
     ("expand dim 1", lambda a: a.expand(1, 5) * Tensor(C_3x5), [r(3)]),
     ("transpose", lambda a: a.transpose() * Tensor(C_4x3), [r(3, 4)]),
     ("transpose axes", lambda a: a.transpose(2, 0, 1) * Tensor(C_4x2x3), [r(2, 3, 4)]),
+    # Negative axes gave a gradient of the output's shape (argsort of [-1, 0, 1] is the identity).
+    ("transpose negative axes", lambda a: a.transpose(-1, 0, 1) * Tensor(C_4x2x3), [r(2, 3, 4)]),
     ("reshape", lambda a: a.reshape(2, 6) * Tensor(C_2x6), [r(3, 4)]),
     ("getitem rows", lambda a: a[np.array([0, 2, 2])] * Tensor(C_3x4), [r(3, 4)]),
     ("mm", lambda a, b: a.mm(b), [r(3, 4), r(4, 2)]),
