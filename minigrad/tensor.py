@@ -612,10 +612,11 @@ def _matmul_backward(a, b, g, needs_a, needs_b):
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
     g2 = g
-    if a.ndim == 1:
-        g2 = np.expand_dims(g2, -2)
+    # b's axis first: for two vectors g is 0-d, and only then has the axis a's needs to go before.
     if b.ndim == 1:
         g2 = np.expand_dims(g2, -1)
+    if a.ndim == 1:
+        g2 = np.expand_dims(g2, -2)
     if needs_a:
         ga = _unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
     if needs_b:

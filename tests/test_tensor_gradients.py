@@ -81,6 +81,7 @@ CASES = [
     ("matmul operator", lambda a, b: (a @ b) * Tensor(C_3x2), [r(3, 4), r(4, 2)]),
     ("matmul vector right", lambda a, b: a @ b, [r(3, 4), r(4)]),
     ("matmul vector left", lambda a, b: a @ b, [r(4), r(4, 2)]),
+    ("matmul two vectors", lambda a, b: a @ b, [r(4), r(4)]),  # a dot product: its backward raised AxisError
     ("matmul batched", lambda a, b: (a @ b) * Tensor(C_2x3x5), [r(2, 3, 4), r(4, 5)]),
     ("matmul with constant", lambda a: a @ Tensor(C_4x2), [r(3, 4)]),
     # Found by the random programs: one output of ~3e7 beside outputs of ~1 (the reference must not
