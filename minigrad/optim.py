@@ -233,6 +233,10 @@ class Adam(Optimizer):
             raise ValueError(f"eps must be positive, got {eps!r}")
         self.betas = (beta1, beta2)
         self.eps = eps
+        # eps must survive the cast to the parameters' dtype: 1e-8 is 0 in float16, and then a zero
+        # gradient's update is 0 / 0 = NaN. For float32 and float64 the floor is far under eps: no change.
+        self._eps_floor = max((float(np.finfo(p.data.dtype).smallest_subnormal) for p in self.parameters),
+                              default=0.0)
         self.t = 0
         self._m = _State(self.parameters, self._packed)
         self._v = _State(self.parameters, self._packed)
@@ -248,7 +252,7 @@ class Adam(Optimizer):
         # math.sqrt keeps these Python floats, which never widen a float32 model to float64.
         correction = math.sqrt(1 - beta2**self.t)
         step_size = self.alpha * correction / (1 - beta1**self.t)
-        eps_hat = self.eps * correction
+        eps_hat = max(self.eps * correction, self._eps_floor)
         for values, g, m, v in updates:
             m *= beta1
             m += (1 - beta1) * g

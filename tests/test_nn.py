@@ -356,3 +356,13 @@ def test_sequential_refuses_what_is_not_a_layer_when_it_is_given(layers, message
     with pytest.raises(TypeError, match=message):
         model.add(layers[1])
     assert len(model.layers) == 1
+
+
+def test_adam_in_float16_leaves_a_weight_with_zero_gradient_alone():
+    # eps = 1e-8 is 0 in float16: the zero gradient's update was 0 / 0 and the weight became NaN.
+    w = Tensor(np.array([1.0, 2.0], np.float16), autograd=True)
+    opt = Adam([w], alpha=0.01)
+    for _ in range(3):
+        (w * Tensor(np.array([1.0, 0.0], np.float16))).sum().backward()
+        opt.step()
+    assert w.data[1] == 2.0 and w.data[0] < 1.0 and w.dtype == np.float16
