@@ -38,9 +38,15 @@ _grad_mode = _GradMode()
 
 
 class no_grad:
-    """Context manager (or decorator) inside which no operation is recorded for backward."""
+    """Context manager (or decorator, ``@no_grad()`` or ``@no_grad``) inside which no operation is recorded
+    for backward."""
 
-    def __init__(self):
+    def __new__(cls, function=None):
+        if function is not None:  # @no_grad without parentheses: it was "takes no arguments"
+            return cls()(function)
+        return super().__new__(cls)
+
+    def __init__(self, function=None):
         # A stack, not one saved flag: the same instance entered twice (nested) must restore twice.
         self._previous = []
 

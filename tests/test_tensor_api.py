@@ -204,3 +204,14 @@ def test_a_tensor_index_must_hold_whole_numbers():
     np.testing.assert_array_equal(x[Tensor([2.0, 0.0])].data, [3.0, 1.0])
     with pytest.raises(IndexError, match="a Tensor index must hold whole numbers"):
         x[Tensor([0.7])]  # was x[0]
+
+
+def test_no_grad_as_a_decorator_without_parentheses():
+    @no_grad
+    def forward(x):
+        """Doc."""
+        return x * 2
+
+    y = forward(Tensor([1.0], autograd=True))
+    assert not y.autograd and forward.__name__ == "forward" and forward.__doc__ == "Doc."
+    assert is_grad_enabled()
