@@ -26,7 +26,8 @@ from .auth import SECURITY_SCHEME, SECURITY_SCHEME_NAME
 from .errors import PROBLEM_MIMETYPE, abort_problem, register_error_handlers, validation_problem
 from .schemas import ProblemSchema
 
-__all__ = ["Api", "Blueprint", "parse_json_body", "read_body", "read_json_body", "documents_problems"]
+__all__ = ["Api", "Blueprint", "parse_json_body", "read_body", "read_json_body", "refuse_content_encoding",
+           "documents_problems"]
 
 
 def _reject_constant(name: str):
@@ -69,16 +70,16 @@ def read_json_body(request: Request):
     try:
         return parse_json_body(body)
     except HTTPException:
-        _refuse_content_encoding(request)  # looked at only now: a good body costs nothing more
+        refuse_content_encoding(request)  # looked at only now: a good body costs nothing more
         raise
 
 
-def _refuse_content_encoding(request: Request) -> None:
-    """A body that is not JSON and says it is compressed is a 415 naming the coding (RFC 9110), not a 400
-    "not valid UTF-8 text": only /v2 inflates request bodies."""
+def refuse_content_encoding(request: Request) -> None:
+    """For a body that could not be read: when it says it is compressed, a 415 naming the coding (RFC 9110)
+    rather than the parser's "not valid UTF-8 text": only /v2 inflates request bodies."""
     coding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if coding != "identity":
-        abort_problem(415, detail=f"Content-Encoding {coding!r} is not supported here; send the JSON body "
+        abort_problem(415, detail=f"Content-Encoding {coding!r} is not supported here; send the body "
                                   "uncompressed (only /v2/.../infer accepts gzip or deflate).",
                       type="urn:minigrad:problem:unsupported-media-type")
 

@@ -11,10 +11,11 @@ from types import ModuleType
 
 from flask import Request, Response
 from webargs import core
+from werkzeug.exceptions import HTTPException
 
 from minigrad import ModelFormatError, Sequential
 
-from .api import read_body, read_json_body
+from .api import read_body, read_json_body, refuse_content_encoding
 from .errors import abort_problem
 
 __all__ = ["ONNX_MEDIA_TYPES", "ONNX_MEDIA_TYPE", "BINARY_SCHEMA", "uploaded_document", "document_from_onnx",
@@ -44,7 +45,12 @@ def uploaded_document(request: Request) -> dict:
     if mimetype in ONNX_MEDIA_TYPES:
         # read_body, not get_data: werkzeug cuts a chunked body at the limit without a word (a truncated file
         # was a 422 "not an ONNX model" instead of a 413).
-        return document_from_onnx(read_body(request))
+        data = read_body(request)
+        try:
+            return document_from_onnx(data)
+        except HTTPException:
+            refuse_content_encoding(request)  # a gzipped file was a 422 "not an ONNX model"
+            raise
     if mimetype and not core.is_json(mimetype):
         abort_problem(415, detail=f"Expected a model document (Content-Type: application/json) or an ONNX file "
                                   f"({' or '.join(ONNX_MEDIA_TYPES)}), got {mimetype!r}.",

@@ -104,6 +104,8 @@ CASES = [
         "Content-Encoding 'gzip' is not supported here", headers={"Content-Encoding": "gzip"}),
     raw("deflate-upload", "PUT", "/models/fresh", zlib.compress(json.dumps(XOR).encode()), 415,
         "Content-Encoding 'deflate' is not supported here", headers={"Content-Encoding": "deflate", **AUTH}),
+    raw("gzip-onnx-upload", "PUT", "/models/fresh", gzip.compress(b"\x08\x08\x12\x08minigrad"), 415,
+        "Content-Encoding 'gzip' is not supported here", "application/onnx", {"Content-Encoding": "gzip", **AUTH}),
     raw("onnx-garbage", "PUT", "/models/fresh", b"\x00\x01garbage", 422, "not an ONNX model", "application/onnx",
         AUTH),
     raw("over-the-limit", "POST", "/predict", b"[" + b"0," * (LIMIT // 2) + b"0]", 413,
