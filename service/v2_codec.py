@@ -209,7 +209,9 @@ def _array_from_json(data, shape: list[int], dtype: np.dtype, where: str) -> np.
         raise V2ProtocolError(f"{where}.data must be a list of numbers, got {type(data).__name__}")
     try:
         array = np.array(data)
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError) as error:
+        if "maximum number of dimension" in str(error):  # numpy's limit, not a ragged list (it was called one)
+            raise V2ProtocolError(f"{where}.data is nested more than 64 lists deep") from None
         raise V2ProtocolError(f"{where}.data is ragged: nested lists must all have the same length") from None
     # 'b' (booleans), 'U' (strings) and 'O' (nulls, huge integers, mixed nesting) are not numbers.
     if array.dtype.kind not in "iuf" and array.size:

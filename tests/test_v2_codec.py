@@ -93,6 +93,8 @@ def test_fp32_numbers_round_to_the_nearest_float32():
         (json_request([{"name": "x", "shape": [2], "datatype": "FP32", "data": [True, False]}]), "only numbers"),
         (json_request([{"name": "x", "shape": [1], "datatype": "FP32", "data": [2**70]}]), "only numbers"),
         (json_request([{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3]]}]), "ragged"),
+        (json_request([{"name": "x", "shape": [1], "datatype": "FP32", "data": json.loads("[" * 70 + "1" + "]" * 70)}]),
+         "inputs[0].data is nested more than 64 lists deep"),  # was called ragged
         (json_request([{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}]), "has 3 elements"),
         (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1e999]}]}', "must be finite"),
         (json_request([{"name": "x", "shape": [1], "datatype": "FP32", "data": [1e300]}]), "must be finite"),
