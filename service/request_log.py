@@ -86,6 +86,13 @@ def log_to_stderr_as_json(logger_name: str, level: int = logging.INFO) -> None:
     logger.propagate = False
 
 
+def log_warnings_as_json() -> None:
+    """Python warnings (numpy's "overflow encountered", say, from a model fed huge inputs) as JSON log
+    records of ``py.warnings`` instead of raw text on stderr, which would break a line-per-record log."""
+    logging.captureWarnings(True)
+    log_to_stderr_as_json("py.warnings", logging.WARNING)
+
+
 class GunicornJsonLogger(GunicornLogger):
     """gunicorn's logs as JSON lines: the access log (one line per request, with what the app put in
     the environ) and gunicorn's own messages."""
@@ -125,6 +132,7 @@ def init_app(app: Flask) -> None:
     """Request ids in and out, the route for the access log, and the app's logs as JSON on stderr."""
     for logger_name in (app.logger.name, "minigrad"):  # the app's, and the job code's (the reaper runs here too)
         log_to_stderr_as_json(logger_name)
+    log_warnings_as_json()
 
     # Both hooks run on every request: one look-up of the request proxy each, the environ for the rest.
     @app.before_request

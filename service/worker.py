@@ -17,7 +17,7 @@ from .jobs.backend import JobBackend
 from .jobs.reaper import ReaperThread
 from .jobs.settings import JobSettings
 from .metrics import start_metrics_server
-from .request_log import log_to_stderr_as_json
+from .request_log import log_to_stderr_as_json, log_warnings_as_json
 
 logger = logging.getLogger("minigrad.worker")
 
@@ -81,6 +81,7 @@ def nice_own_autogroup(nice: int) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     log_to_stderr_as_json("", logging.INFO if args.verbose else logging.WARNING)  # as the web service logs
+    log_warnings_as_json()
     if args.metrics_port is not None:
         try:
             start_metrics_server(args.metrics_host, args.metrics_port)

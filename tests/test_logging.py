@@ -49,6 +49,9 @@ def test_one_json_access_line_per_request_with_the_id_of_the_response(gunicorn, 
         requests.post(server.url + "/predict", json={"model": "nope", "inputs": [[0, 1]]}, timeout=10),
         requests.get(server.url + "/nowhere", timeout=10),
     ]
+    # Huge inputs overflow inside the model (numpy warns; the sigmoid still answers): the warning is a log record.
+    overflow = requests.post(server.url + "/predict", json={"model": "xor", "inputs": [[1e308, 1e308]]}, timeout=10)
+    assert overflow.status_code == 200
     assert answers[0].headers["X-Request-ID"] == "from-the-client-1"
     assert answers[1].headers["X-Request-ID"] != "bad id with spaces"
     server.stop()  # flushes the log
@@ -69,6 +72,8 @@ def test_one_json_access_line_per_request_with_the_id_of_the_response(gunicorn, 
         assert line["remote_addr"] == "127.0.0.1"
         assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
         assert line["time"].endswith("Z") and line["level"] == "info"
+    warned = [line for line in log_lines(server) if line["logger"] == "py.warnings"]
+    assert warned and "overflow encountered" in warned[0]["message"] and warned[0]["level"] == "warning"
     # gunicorn's own messages are JSON too (log_lines parsed them all).
     assert any(line["logger"] == "gunicorn.error" and "Booting worker" in line["message"] for line in log_lines(server))
 
