@@ -126,8 +126,13 @@ class InvalidModelFile(RegistryError):
         super().__init__(f"model file {path} is not a valid model document: {reason}")
 
 
+def is_valid_name(name) -> bool:
+    """The pattern, and no '..' anywhere (a name is a file and a directory in the model directory)."""
+    return isinstance(name, str) and _NAME.match(name) is not None and ".." not in name
+
+
 def validate_name(name) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not is_valid_name(name):
         raise InvalidModelName(name)
     return name
 
@@ -271,9 +276,9 @@ class ModelRegistry:
         with os.scandir(self.directory) as entries:
             for entry in entries:
                 if entry.is_dir():
-                    if self._valid(entry.name) and self._directory_versions(entry.path):
+                    if is_valid_name(entry.name) and self._directory_versions(entry.path):
                         found.add(entry.name)
-                elif entry.name.endswith(".json") and self._valid(entry.name[:-5]) and entry.is_file():
+                elif entry.name.endswith(".json") and is_valid_name(entry.name[:-5]) and entry.is_file():
                     found.add(entry.name[:-5])  # is_file as _version_paths sees it: a dangling link is no model
         return sorted(found)
 
@@ -340,9 +345,6 @@ class ModelRegistry:
                 del self._cache[gone]
             self._cache[path] = (identity, loaded)
         return loaded
-
-    def _valid(self, name: str) -> bool:
-        return bool(_NAME.match(name)) and ".." not in name
 
     @staticmethod
     def _directory_versions(path: str) -> dict[int, str]:

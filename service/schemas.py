@@ -4,19 +4,26 @@ and of the OpenAPI document. Numbers in batches are documented here but checked 
 
 from __future__ import annotations
 
-import re
-
-from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from minigrad.format import ModelDocumentSchema
 
-from .registry import MODEL_NAME_PATTERN
+from .registry import MODEL_NAME_PATTERN, is_valid_name
 
-_NAME_FIELD = {
-    "validate": validate.Regexp(MODEL_NAME_PATTERN, error="expected 1-64 letters, digits, '_', '.' or '-', "
-                                                          "starting with a letter or digit"),
-    "metadata": {"description": "Model name", "pattern": MODEL_NAME_PATTERN, "example": "xor"},
-}
+
+def _registry_accepts(name: str) -> None:
+    """The registry's own rule: the pattern, and no '..' (which the pattern alone lets through: save_as "a..b"
+    was accepted, trained, and refused only when the job registered its model)."""
+    if not is_valid_name(name):
+        raise ValidationError("expected 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit, "
+                              "without '..'")
+
+
+def model_name_field(**kwargs) -> fields.String:
+    """A model name in a request body: refused there (422, naming the field) as the registry would refuse it."""
+    metadata = {"description": "Model name", "pattern": MODEL_NAME_PATTERN, "example": "xor",
+                **kwargs.pop("metadata", {})}
+    return fields.String(validate=_registry_accepts, metadata=metadata, **kwargs)
 
 # The path parameters flask-smorest documents as any string, with the forms the service accepts (others: 400).
 MODEL_NAME_PARAMETER = {"in": "path", "name": "name", "description": "Model name",
@@ -45,7 +52,7 @@ class PredictRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    model = fields.String(required=True, **_NAME_FIELD)
+    model = model_name_field(required=True)
     version = fields.Integer(strict=True, validate=validate.Range(min=1),
                              metadata={"description": "Model version; the latest when absent"})
     inputs = fields.Raw(required=True, metadata={
@@ -57,7 +64,6 @@ class PredictRequestSchema(Schema):
 
 
 _PREDICT_FIELDS = frozenset(PredictRequestSchema._declared_fields)
-_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 
 
 def predict_request_loads_as_is(body) -> bool:
@@ -69,7 +75,7 @@ def predict_request_loads_as_is(body) -> bool:
     if type(body) is not dict or body.get("inputs") is None or not _PREDICT_FIELDS.issuperset(body):
         return False
     model, version = body.get("model"), body.get("version", 1)
-    return type(model) is str and _MODEL_NAME.match(model) is not None and type(version) is int and version >= 1
+    return type(model) is str and is_valid_name(model) and type(version) is int and version >= 1
 
 
 class PredictResponseSchema(Schema):

@@ -78,7 +78,7 @@ def test_large_integers_are_numbers_too(client):
 BAD_REQUESTS = [
     (404, {"model": "nope", "inputs": [[0, 1]]}, "no model named 'nope'"),
     (404, {"model": "xor", "version": 9, "inputs": [[0, 1]]}, "has no version 9; available: 1"),
-    (400, {"model": "a..b", "inputs": [[0, 1]]}, "not valid"),
+    (422, {"model": "a..b", "inputs": [[0, 1]]}, "without '..'"),
     (422, {"model": "xor", "inputs": [[0, 1, 2]]}, "inputs[0]: expected 2 values (the model's input width), got 3"),
     (422, {"model": "xor", "inputs": [0, 1, 2]}, "inputs: expected 2 values"),
     (422, {"model": "xor", "inputs": [[0, 1], [1]]}, "inputs[1]: expected 2 items like [0], got 1"),

@@ -7,23 +7,9 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from minigrad.format import LAYER_TYPES
 from minigrad.training import LOSSES, OPTIMIZERS
-from service.registry import MODEL_NAME_PATTERN, InvalidModelName, validate_name
+from service.schemas import model_name_field
 
 from .store import STATUSES
-
-
-def _registry_accepts(name: str) -> None:
-    """The registry's own rule: the pattern, and no '..' (which a pattern alone let through: save_as "a..b" was
-    accepted, trained, and refused only when the job registered its model)."""
-    try:
-        validate_name(name)
-    except InvalidModelName:
-        raise ValidationError("expected 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit, "
-                              "without '..'") from None
-
-
-def _name_field(**metadata) -> fields.String:
-    return fields.String(validate=_registry_accepts, metadata={"pattern": MODEL_NAME_PATTERN, **metadata})
 
 _ROWS = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}, "minItems": 1}
 
@@ -94,7 +80,7 @@ class TrainRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    model = _name_field(description="Start from this registered model (fine-tuning)", example="xor")
+    model = model_name_field(metadata={"description": "Start from this registered model (fine-tuning)"})
     version = fields.Integer(strict=True, validate=validate.Range(min=1),
                              metadata={"description": "Version of `model`; the latest when absent"})
     architecture = fields.List(fields.Nested(ArchitectureLayerSchema), validate=validate.Length(min=1),
@@ -115,7 +101,7 @@ class TrainRequestSchema(Schema):
                           metadata={"description": "Seeds weights, split and shuffling; random (and recorded in "
                                                    "the job) when absent. Same request + seed: same model, bit "
                                                    "for bit"})
-    save_as = _name_field(description="Register the trained model as the next version of this name")
+    save_as = model_name_field(metadata={"description": "Register the trained model as the next version of this name"})
 
     @validates_schema
     def _one_starting_point(self, data, **kwargs):
