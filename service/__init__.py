@@ -28,9 +28,18 @@ _OPENAPI = {
 }
 
 
+class _App(Flask):
+    def make_default_options_response(self):
+        # The automatic answer to OPTIONS: an empty body with Allow. Flask labels it text/html; an empty
+        # body has no media type to announce, and this service answers nothing as HTML.
+        response = super().make_default_options_response()
+        del response.headers["Content-Type"]
+        return response
+
+
 def create_app(config=None) -> Flask:
     """The application, configured from the environment (``MINIGRAD_*``) overridden by ``config``."""
-    app = Flask(__name__)
+    app = _App(__name__)
     app.config.update(_OPENAPI)
     app.config.update(load_config(config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MINIGRAD_MAX_BODY_BYTES"]

@@ -179,6 +179,13 @@ def test_a_body_over_the_limit_is_413(model_dir, tmp_path):
     assert client.post("/predict", json={"model": "xor", "inputs": [[0, 1]]}).status_code == 200
 
 
+def test_options_answers_allow_with_an_empty_body_and_no_html_type(client):
+    response = client.options("/predict")
+    assert response.status_code == 200
+    assert set(response.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    assert response.data == b"" and "Content-Type" not in response.headers
+
+
 def test_wrong_method_is_405_with_allow(client):
     response = client.get("/predict")
     assert response.status_code == 405
