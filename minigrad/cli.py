@@ -162,7 +162,12 @@ def _build_from_architecture(spec, path: str, rng: np.random.Generator):
                 value = layer.get(key)
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise click.ClickException(f"{path}: layers[{index}].{key}: expected a positive integer")
-            fresh = Linear(layer["in_features"], layer["out_features"], rng=rng, dtype=np.dtype(dtype))
+            try:
+                fresh = Linear(layer["in_features"], layer["out_features"], rng=rng, dtype=np.dtype(dtype))
+            except MemoryError:
+                raise click.ClickException(
+                    f"{path}: layers[{index}]: {layer['in_features']} x {layer['out_features']} {dtype} weights "
+                    "do not fit in this machine's memory") from None
             layer["weight"] = fresh.weight.data.tolist()
             layer["bias"] = fresh.bias.data.tolist()
         layers.append(layer)

@@ -191,6 +191,16 @@ def test_outputs_that_overflow_are_refused_as_json_and_written_as_csv(files):
     assert written.stdout.splitlines()[1:] == ["1e+300", "inf"]
 
 
+def test_an_architecture_too_big_for_memory_is_refused_with_its_layer(files):
+    # 10^6 x 10^6 float64 weights are 8 TB: numpy refuses the allocation up front (MemoryError).
+    (files / "huge-arch.json").write_text(json.dumps([{"type": "Linear", "in_features": 10**6, "out_features": 10**6}]))
+    (files / "one.csv").write_text("0,1\n")
+    result = run("train", files / "huge-arch.json", files / "one.csv", "-o", files / "out.json")
+    assert result.exit_code == 1
+    assert "layers[0]: 1000000 x 1000000 float64 weights do not fit in this machine's memory" in result.output
+    assert not (files / "out.json").exists()
+
+
 # ---------------------------------------------------------------------- validate
 
 
