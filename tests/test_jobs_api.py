@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 
@@ -230,6 +231,28 @@ def test_the_heartbeat_is_renewed_during_a_long_epoch_and_stops_with_the_job(app
     last = backend.store.get(record["id"])["heartbeat_at"]
     time.sleep(0.1)
     assert backend.store.get(record["id"])["heartbeat_at"] == last
+
+
+def test_the_heartbeat_outlives_a_store_error(app):
+    # A store hiccup (SQLite busy past its timeout, Redis restarting) raised in the heartbeat thread and
+    # ended it for good: a job with epochs longer than the timeout was then reaped as lost while it trained.
+    backend = backend_of(app)
+    record = backend.submit({}, {}, epochs=1)
+    backend.store.update(record["id"], status=RUNNING, heartbeat_at=0.0)
+
+    class FlakyStore(type(backend.store)):
+        failures = 1
+
+        def update(self, job_id, expect=None, **changes):
+            if self.failures:
+                self.failures -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return super().update(job_id, expect, **changes)
+
+    store = FlakyStore(backend.settings.sqlite_path)
+    with Heartbeat(store, record["id"], interval=0.02):
+        wait_for(lambda: backend.store.get(record["id"])["heartbeat_at"], 5, what="a heartbeat after the error")
+    assert store.failures == 0
 
 
 def test_a_queued_job_is_cancelled_at_once_and_never_runs(app, client):

@@ -41,7 +41,13 @@ class Heartbeat:
 
     def _run(self):
         while not self._stop.wait(self.interval):
-            if self.store.update(self.job_id, expect={RUNNING}, heartbeat_at=time.time()) is None:
+            try:
+                renewed = self.store.update(self.job_id, expect={RUNNING}, heartbeat_at=time.time())
+            except Exception:  # a store hiccup (Redis restarting, SQLite busy) must not end the heartbeat for good
+                logger.warning("job %s: heartbeat not renewed; retrying in %g s", self.job_id, self.interval,
+                               exc_info=True)
+                continue
+            if renewed is None:
                 return
 
     def __enter__(self):
