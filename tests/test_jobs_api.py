@@ -465,6 +465,18 @@ def test_an_unreachable_queue_is_a_503_to_retry(tmp_path):
         assert "cannot be reached" in response.get_json()["detail"]
 
 
+def test_a_job_whose_task_cannot_be_queued_leaves_no_record(app, client):
+    # The record was written, then the queue refused the task: the client got a 503 to retry, yet a
+    # queued job nothing would run stayed in GET /jobs (and held an active-jobs slot) until reaped as lost.
+    backend = backend_of(app)
+    db = sqlite3.connect(backend.settings.sqlite_path)
+    db.execute("create trigger refuse_tasks before insert on task begin insert into no_such_table values (1); end")
+    db.commit()
+    response = client.post("/train", json=xor_request())
+    assert response.status_code == 503 and "no_such_table" in response.get_json()["detail"]
+    assert client.get("/jobs").get_json()["total"] == 0 and backend.store.count_active() == 0
+
+
 def test_submitting_and_cancelling_need_the_token_when_one_is_set(tmp_path):
     client = make_app(tmp_path, MINIGRAD_API_TOKEN=TOKEN).test_client()
     assert client.post("/train", json=xor_request()).status_code == 401

@@ -76,7 +76,16 @@ class JobBackend:
         if not self.store.create(record, self.settings.limits.max_active_jobs):
             return None
         # The task id is the job id, so Huey stores the trained model under the job's id.
-        self.huey.enqueue(self.train_task.s(job_id, payload, id=job_id))
+        try:
+            self.huey.enqueue(self.train_task.s(job_id, payload, id=job_id))
+        except BaseException:
+            # The client is told to retry (503): the record must not stay behind as a queued job that
+            # no task will ever run, holding an active-jobs slot until the reaper calls it lost.
+            try:
+                self.store.delete(job_id)
+            except Exception:  # the store is down too: the orphan reaper ends the record as lost
+                logger.exception("job %s: its task could not be queued, nor its record deleted", job_id)
+            raise
         return record
 
     def trained_document(self, job_id: str):
