@@ -34,11 +34,13 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 def _read_text(path: str) -> str:
-    """The contents of ``path`` ('-' is standard input), or a ClickException saying why not."""
+    """The contents of ``path`` ('-' is standard input) without a leading byte-order mark, or a ClickException
+    saying why not. Spreadsheets write CSV with a BOM, which would make the first cell of a file without a header
+    a non-number, and so that row a header."""
     if path == "-":
-        return sys.stdin.read()
+        return sys.stdin.read().removeprefix("\ufeff")
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise click.ClickException(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:

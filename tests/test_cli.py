@@ -169,6 +169,20 @@ def test_predict_reads_inputs_from_standard_input(xor_model, inputs):
     assert np.array_equal(np.array(json.loads(result.stdout)), forward(load(xor_model), [[0, 1], [1, 1]]))
 
 
+@pytest.mark.parametrize("content", ["0,1\r\n1,1\r\n", "a,b\n0,1\n1,1\n", "0,1\n1,1\n", "[[0, 1], [1, 1]]"],
+                         ids=["csv-crlf", "csv-header", "csv-without-header", "json"])
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_a_byte_order_mark_is_not_data(files, xor_model, content, source):
+    # Spreadsheets save CSV with a UTF-8 BOM: it once made the first row of a file without a header look like
+    # a header, which was dropped, so one output row was silently missing.
+    data = "\ufeff" + content
+    (files / "bom.txt").write_bytes(data.encode("utf-8"))
+    result = run("predict", xor_model, files / "bom.txt") if source == "file" else run("predict", xor_model, "-",
+                                                                                      input=data)
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.array(json.loads(result.stdout)), forward(load(xor_model), [[0, 1], [1, 1]]))
+
+
 def test_predict_one_flat_row(files, xor_model):
     (files / "one.json").write_text("[1, 0]")
     result = run("predict", xor_model, files / "one.json", "--format", "csv")
