@@ -56,6 +56,8 @@ def _parse_json(text: str, path: str):
         ) from None
     except ValueError as exc:
         raise click.ClickException(f"{path}: {exc}") from None
+    except RecursionError:  # the json module recurses once per nested [ or {
+        raise click.ClickException(f"{path}: nested too deeply; expected rows of numbers") from None
 
 
 def _reject_constant(name):

@@ -279,6 +279,7 @@ BAD_FILES = {
     "linear.json": json.dumps([{"type": "Linear", "in_features": 2, "out_features": 1}]),
     "big.csv": "0,0,0\n1e150,1e150,1\n",
     "wide.json": json.dumps({"inputs": [[0, 1, 2]]}),
+    "deep.json": "[" * 100_000 + "]" * 100_000,
 }
 
 BAD_ARGUMENTS = [
@@ -316,6 +317,9 @@ BAD_ARGUMENTS = [
     (["predict", "xor.json", "wide.json"], 1, "wide.json: the model takes 2 inputs per row, the data has 3"),
     (["predict", "xor.json", "inputs.csv", "--format", "yaml"], 2, "'yaml' is not one of 'json', 'csv'"),
     (["predict", "xor.json"], 2, "Missing argument 'INPUTS'"),
+    (["predict", "xor.json", "deep.json"], 1, "deep.json: nested too deeply"),
+    (["train", "deep.json", "xor.csv", "-o", "m.json"], 1, "deep.json: nested too deeply"),
+    (["train", "arch.json", "deep.json", "-o", "m.json"], 1, "deep.json: nested too deeply"),
     (["validate"], 2, "Missing argument 'MODELS...'"),
     (["serve", "--port", "0"], 2, "0 is not in the range 1<=x<=65535"),
     (["serve", "--workers", "none"], 2, "'none' is not a valid integer"),
