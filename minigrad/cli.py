@@ -272,6 +272,13 @@ def main():
     """
 
 
+def _finite(ctx, param, value):
+    """A click callback: FloatRange lets nan and inf through (comparisons with nan are all false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("model_or_architecture", metavar="MODEL_OR_ARCHITECTURE", type=click.Path(dir_okay=False))
 @click.argument("data", type=click.Path(dir_okay=False, allow_dash=True))
@@ -280,10 +287,10 @@ def main():
 @click.option("--loss", type=click.Choice(sorted(LOSSES)), default="mse", show_default=True,
               help="mse for regression, bce for probabilities after a Sigmoid, cross_entropy on logits.")
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="sgd", show_default=True)
-@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=None, callback=_finite,
               help="Learning rate  [default: 0.1 for sgd, 0.001 for adam]")
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="SGD momentum.")
+              callback=_finite, help="SGD momentum.")
 @click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per step  [default: all rows]")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
