@@ -180,7 +180,8 @@ def _build_from_architecture(spec, path: str, rng: np.random.Generator):
         "version": 1,
         "dtype": dtype,
         "layers": layers,
-        "metadata": dict(spec.get("metadata") or {}),
+        # Absent or null is none; anything else goes to the format's loader, which checks that it is an object.
+        "metadata": {} if spec.get("metadata") is None else spec["metadata"],
     }
     try:
         return model_format.from_dict(document)

@@ -280,6 +280,8 @@ BAD_FILES = {
     "big.csv": "0,0,0\n1e150,1e150,1\n",
     "wide.json": json.dumps({"inputs": [[0, 1, 2]]}),
     "deep.json": "[" * 100_000 + "]" * 100_000,
+    "list-metadata.json": json.dumps({"layers": [{"type": "Linear", "in_features": 2, "out_features": 1}],
+                                      "metadata": [["name", "xor"]]}),
 }
 
 BAD_ARGUMENTS = [
@@ -302,6 +304,8 @@ BAD_ARGUMENTS = [
     (["train", "zero-width.json", "xor.csv", "-o", "m.json"], 1, "layers[0].in_features: expected a positive integer"),
     (["train", "chain.json", "xor.csv", "-o", "m.json"], 1, "layers[1]"),
     (["train", "number.json", "xor.csv", "-o", "m.json"], 1, "expected a model document or an architecture"),
+    (["train", "list-metadata.json", "xor.csv", "-o", "m.json"], 1,
+     "list-metadata.json: metadata: expected an object, got an array"),
     (["train", "arch.json", "text.csv", "-o", "m.json"], 1, "text.csv: line 3, column 2: 'x' is not a number"),
     (["train", "arch.json", "ragged.csv", "-o", "m.json"], 1, "ragged.csv: line 2: expected 3 columns, got 2"),
     (["train", "arch.json", "nan.csv", "-o", "m.json"], 1, "nan.csv: line 2, column 1: 'nan' is not a finite number"),
