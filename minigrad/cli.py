@@ -457,7 +457,11 @@ def export_onnx(model, output):
     the metadata becomes ONNX metadata properties. Needs the onnx package (pip install minigrad[onnx]).
     """
     onnx_interop = _onnx_interop()
-    _write_model(onnx_interop.export, _load_model(model), output)
+    loaded = _load_model(model)
+    try:
+        _write_model(onnx_interop.export, loaded, output)
+    except model_format.ModelFormatError as exc:  # a valid document ONNX cannot carry (a reserved metadata key)
+        raise click.ClickException(f"{model}: cannot export it: {exc}") from None
 
 
 @main.command("import", context_settings=CONTEXT_SETTINGS)

@@ -78,6 +78,8 @@ def test_import_refuses_an_unsupported_graph_naming_the_node(tmp_path):
 
 
 @pytest.mark.parametrize(("command", "source", "message"), [
+    ("export", "reserved.json", "reserved.json: cannot export it: metadata.minigrad.json_values: this key is "
+                                "reserved for the ONNX export"),
     ("import", "missing.onnx", "missing.onnx: cannot read it: No such file or directory"),
     ("import", "model.json", "model.json: cannot import it: document: not an ONNX model"),
     ("export", "missing.json", "missing.json: cannot read it"),
@@ -85,6 +87,9 @@ def test_import_refuses_an_unsupported_graph_naming_the_node(tmp_path):
 ])
 def test_wrong_or_missing_files_are_refused_with_a_message(command, source, message, tmp_path):
     (tmp_path / "model.json").write_bytes((REPO / "models" / "xor.json").read_bytes())
+    reserved = json.loads((REPO / "models" / "xor.json").read_text())
+    reserved["metadata"][minigrad.onnx.JSON_VALUES_KEY] = []  # a valid document that ONNX metadata cannot carry
+    (tmp_path / "reserved.json").write_text(json.dumps(reserved))
     minigrad.onnx.export(minigrad.load(REPO / "models" / "xor.json"), tmp_path / "model.onnx")
     result = run(command, tmp_path / source, tmp_path / "out")
     assert result.exit_code == 1
