@@ -43,6 +43,9 @@ SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Relu", "Tanh", "Sigmoid", "Softmax", 
                  "Reshape")
 
 _ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "Softmax")
+# How many inputs the ops with weights take (the ONNX spec's arity; a malformed graph may say otherwise). The
+# rest take one tensor, plus Reshape's shape.
+_INPUT_COUNTS = {"Gemm": (2, 3), "MatMul": (2, 2), "Add": (2, 2)}
 _ELEMENT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64"}
 _DTYPE_ELEMENTS = {name: element for element, name in _ELEMENT_TYPES.items()}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -144,7 +147,7 @@ def export(model, path) -> None:
 
 
 def _node_location(node) -> str:
-    return f"node '{node.name or node.output[0]}' ({node.op_type})"
+    return f"node '{node.name or (node.output[0] if node.output else '')}' ({node.op_type})"
 
 
 def _unsupported(node):
@@ -165,8 +168,8 @@ class _Graph:
         for node in graph.node:
             if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
                 value = next((a.t for a in node.attribute if a.name == "value"), None)
-                if value is None:
-                    _refuse(_node_location(node), "only Constant nodes with a tensor 'value' are read")
+                if value is None or len(node.output) != 1:
+                    _refuse(_node_location(node), "only Constant nodes with a tensor 'value' and one output are read")
                 self.constants[node.output[0]] = value
             else:
                 for output in node.output:
@@ -274,6 +277,10 @@ class _Graph:
                 continue
             if node.domain not in _DEFAULT_DOMAINS or node.op_type not in SUPPORTED_OPS:
                 _unsupported(node)
+            fewest, most = _INPUT_COUNTS.get(node.op_type, (1, 2))
+            if not fewest <= len(node.input) <= most:
+                expected = fewest if fewest == most else f"{fewest} to {most}"
+                _refuse(_node_location(node), f"has {len(node.input)} inputs; {node.op_type} takes {expected}")
             computed = [i for i in node.input if i and i not in self.constants]
             if len(computed) != 1:
                 _refuse(_node_location(node),
@@ -363,7 +370,9 @@ class _LayerBuilder:
         elif op == "Add":
             if self.pending is None:
                 _refuse(_node_location(node), "adds a constant that is not the bias of a MatMul just before it")
-            bias_name = next(i for i in node.input if i in graph.constants)
+            bias_name = next((i for i in node.input if i in graph.constants), None)
+            if bias_name is None:  # Add(h, ''): no second operand at all
+                _refuse(_node_location(node), "adds nothing to the MatMul before it; expected its bias as a constant")
             _, weight = self.pending
             self.pending = None
             self.layers.append(_linear(weight, graph.constant(bias_name, node), node, bias_name))

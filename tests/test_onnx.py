@@ -311,6 +311,28 @@ REFUSED = {
         "layers: expected at least one layer with weights",
     ),
     "not ONNX": (b"\x00\x01 this is not a protobuf \xff", "document: not an ONNX model"),
+    # Malformed nodes (fewer inputs or outputs than their op has) once escaped as IndexError / StopIteration.
+    "Gemm without weights": (
+        graph_bytes([("Gemm", ["x"], ["y"], "fc", {})]),
+        "node 'fc' (Gemm): has 1 inputs; Gemm takes 2 to 3",
+    ),
+    "MatMul without weights": (
+        graph_bytes([("MatMul", ["x"], ["y"], "mm", {})]),
+        "node 'mm' (MatMul): has 1 inputs; MatMul takes 2",
+    ),
+    "Add of one operand": (
+        graph_bytes([("MatMul", ["x", "W"], ["h"], "mm", {}), ("Add", ["h"], ["y"], "add", {})], [W]),
+        "node 'add' (Add): has 1 inputs; Add takes 2",
+    ),
+    "Add of an omitted operand": (
+        graph_bytes([("MatMul", ["x", "W"], ["h"], "mm", {}), ("Add", ["h", ""], ["y"], "add", {})], [W]),
+        "node 'add' (Add): adds nothing to the MatMul before it",
+    ),
+    "Constant without an output": (
+        graph_bytes([("Constant", [], [], "", {"value": numpy_helper.from_array(np.ones(3, np.float32))}),
+                     ("Gemm", ["x", "W", "b"], ["y"], "fc", {})], [W, B]),
+        "node '' (Constant): only Constant nodes with a tensor 'value' and one output are read",
+    ),
 }
 
 
