@@ -387,16 +387,19 @@ def predict(model, inputs, output, output_format):
         row, column = np.argwhere(~np.isfinite(outputs))[0]
         raise click.ClickException(f"row {row + 1}, output {column + 1}: the model computed {outputs[row, column]} "
                                    "(an overflow), which JSON cannot carry; use --format csv to write it")
-    with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as file:
-        if output_format == "json":
-            file.write("[" + ",\n ".join(json.dumps(row) for row in rows) + "]\n")
-        else:
-            names = loaded.metadata.get("outputs")
-            if not (isinstance(names, list) and len(names) == outputs.shape[1]):
-                names = [f"output_{i}" for i in range(outputs.shape[1])]
-            writer = csv.writer(file, lineterminator="\n")
-            writer.writerow(names)
-            writer.writerows([repr(value) for value in row] for row in rows)
+    try:
+        with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as file:
+            if output_format == "json":
+                file.write("[" + ",\n ".join(json.dumps(row) for row in rows) + "]\n")
+            else:
+                names = loaded.metadata.get("outputs")
+                if not (isinstance(names, list) and len(names) == outputs.shape[1]):
+                    names = [f"output_{i}" for i in range(outputs.shape[1])]
+                writer = csv.writer(file, lineterminator="\n")
+                writer.writerow(names)
+                writer.writerows([repr(value) for value in row] for row in rows)
+    except OSError as exc:
+        raise click.ClickException(f"{output}: cannot write it: {exc.strerror}") from None
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)

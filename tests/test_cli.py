@@ -324,6 +324,8 @@ BAD_ARGUMENTS = [
     (["predict", "xor.json", "xor.csv"], 1, "xor.csv: the model takes 2 inputs per row, the data has 3"),
     (["predict", "xor.json", "wide.json"], 1, "wide.json: the model takes 2 inputs per row, the data has 3"),
     (["predict", "xor.json", "inputs.csv", "--format", "yaml"], 2, "'yaml' is not one of 'json', 'csv'"),
+    (["predict", "xor.json", "inputs.csv", "-o", "no/such/dir/out.json"], 1,
+     "no/such/dir/out.json: cannot write it: No such file or directory"),
     (["predict", "xor.json"], 2, "Missing argument 'INPUTS'"),
     (["predict", "xor.json", "deep.json"], 1, "deep.json: nested too deeply"),
     (["train", "deep.json", "xor.csv", "-o", "m.json"], 1, "deep.json: nested too deeply"),
