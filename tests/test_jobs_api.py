@@ -286,6 +286,58 @@ def test_a_job_interrupted_by_a_consumer_shutdown_goes_back_to_the_queue(app, cl
         assert finished(client, job["id"])["status"] == "succeeded"
 
 
+def test_a_run_put_back_in_the_queue_and_claimed_again_stops_and_registers_nothing(app, client):
+    # SIGTERM: the consumer puts its running job back in the queue (SIGNAL_INTERRUPTED) while its worker
+    # thread still trains until the process exits. Another consumer claimed the job meanwhile, and the
+    # old run took that claim for its own: it went on, registered the model, marked the job succeeded
+    # while the new run trained, and the new run then registered the same model a second time.
+    rng = np.random.default_rng(0)
+    inputs = rng.random((4096, 2)).round(3).tolist()  # epochs of about a second: the claim comes mid-epoch
+    architecture = [{"type": "Linear", "in_features": 2, "out_features": 1024}, {"type": "Tanh"},
+                    {"type": "Linear", "in_features": 1024, "out_features": 1024}, {"type": "Tanh"},
+                    {"type": "Linear", "in_features": 1024, "out_features": 1}]
+    body = xor_request(architecture=architecture, data={"inputs": inputs, "targets": [[sum(r)] for r in inputs]},
+                       optimizer={"type": "sgd", "alpha": 0.01}, epochs=2, save_as="once")
+    backend = backend_of(app)
+    job = client.post("/train", json=body).get_json()
+    task = backend.huey.dequeue()
+    first_run = threading.Thread(target=backend.huey.execute, args=(task,))  # as a consumer's worker thread
+    first_run.start()
+    wait_for(lambda: backend.store.get(job["id"])["status"] == RUNNING, 10, what="the first run's claim")
+    backend.huey._emit(huey_signals.SIGNAL_INTERRUPTED, task)  # what the consumer's SIGTERM does
+    with consumer_thread(backend):  # the next consumer claims it while the first run is still in its epoch
+        wait_for(lambda: backend.store.get(job["id"])["status"] == RUNNING, 10, what="the second claim")
+        first_run.join(30)
+        assert backend.store.get(job["id"])["status"] == RUNNING  # the first run did not mark it succeeded
+        done = finished(client, job["id"])
+    assert done["status"] == "succeeded" and done["result"]["registered"] == {"name": "once", "version": 1}
+    assert [r["epoch"] for r in done["history"]] == [1, 2]
+    with app.app_context():
+        from service.registry import get_registry
+
+        assert get_registry().versions("once") == [1]
+
+
+def test_a_rerun_finds_the_model_its_interrupted_run_registered(app, client):
+    # A consumer stopped while registering: the put finished before the process exited, and the job,
+    # put back in the queue, ran again and registered the same model as a second version.
+    backend = backend_of(app)
+    job = client.post("/train", json=xor_request(epochs=20, save_as="once")).get_json()
+    task = backend.huey.dequeue()
+    backend.huey.execute(task)  # the first run: trained and registered version 1
+    assert backend.store.get(job["id"])["status"] == "succeeded"
+    backend.store.update(job["id"], status="queued", started_at=None, heartbeat_at=None, attempt=None, result=None,
+                         finished_at=None)  # as if put back in the queue before Huey could mark it succeeded
+    with consumer_thread(backend):
+        backend.huey.enqueue(task)
+        done = finished(client, job["id"])
+    assert done["status"] == "succeeded" and done["result"]["registered"] == {"name": "once", "version": 1}
+    with app.app_context():
+        from service.registry import get_registry
+
+        assert get_registry().versions("once") == [1]
+
+
 def test_a_running_job_without_heartbeat_is_reported_lost_when_read(tmp_path):
     app = make_app(tmp_path, MINIGRAD_HEARTBEAT_TIMEOUT=5)
     client = app.test_client()

@@ -115,15 +115,18 @@ class JobBackend:
 
     def _mark_succeeded(self, task, value, exception):
         # Runs after Huey stored the task's return value, so a job is never "succeeded" without its model.
+        # A run put back in the queue and claimed again meanwhile has no result yet (the claim clears it).
         if task.name == TRAIN_TASK and exception is None and value is not None:
-            self.store.update(task.id, expect={RUNNING}, status=SUCCEEDED, finished_at=time.time())
+            self.store.update(task.id, expect=lambda r: r["status"] == RUNNING and r["result"] is not None,
+                              status=SUCCEEDED, finished_at=time.time())
 
     def _requeue_interrupted(self, signal, task):
         # The consumer was stopped (SIGTERM, Ctrl-C twice) while this job ran: put it back in the queue
         # so the next consumer runs it from the start, instead of leaving it to the reaper as lost.
         if task.name != TRAIN_TASK:
             return
-        reset = {"status": QUEUED, "started_at": None, "heartbeat_at": None, "worker": None, "epoch": 0}
+        reset = {"status": QUEUED, "started_at": None, "heartbeat_at": None, "worker": None, "epoch": 0,
+                 "attempt": None, "result": None}
         if self.store.update(task.id, expect={RUNNING}, **reset) is not None:
             self.store.clear_history(task.id)
             self.huey.enqueue(task)

@@ -354,6 +354,7 @@ def new_record(job_id: str, request: dict, epochs: int, now: float | None = None
         "finished_at": None,
         "heartbeat_at": None,
         "worker": None,
+        "attempt": None,  # the run that claimed it (service.jobs.runner.owned_by)
         "epoch": 0,
         "epochs": epochs,
         "cancel_requested": False,
