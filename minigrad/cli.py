@@ -280,6 +280,17 @@ def _finite(ctx, param, value):
     return value
 
 
+def _check_output_directory(output: str):
+    """Refuse an output in a directory that is not there before the work (training can take hours), not after."""
+    if not output:
+        raise click.BadParameter("an empty path; give the file to write", param_hint="'-o' / '--output'")
+    directory = os.path.dirname(output) or "."
+    if not os.path.isdir(directory):
+        raise click.ClickException(f"{output}: cannot write it: the directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise click.ClickException(f"{output}: cannot write it: the directory {directory} is not writable")
+
+
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("model_or_architecture", metavar="MODEL_OR_ARCHITECTURE", type=click.Path(dir_okay=False))
 @click.argument("data", type=click.Path(dir_okay=False, allow_dash=True))
@@ -312,6 +323,7 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
     """
     if optimizer != "sgd" and momentum:
         raise click.BadParameter("only the sgd optimizer takes a momentum", param_hint="'--momentum'")
+    _check_output_directory(output)
     if seed is None:
         seed = secrets.randbits(63)  # recorded in the model's metadata, so the run can be repeated
     # The same streams as the service's training jobs (service/training.py): the same data, settings

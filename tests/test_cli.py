@@ -318,6 +318,7 @@ BAD_ARGUMENTS = [
     (["train", "arch.json", "infinite.json", "-o", "m.json"], 1, "inputs[1][1]: Infinity is not allowed"),
     (["train", "arch.json", "huge.csv", "-o", "m.json"], 1, "huge.csv: line 1, column 1: '1e400' is not a finite"),
     (["train", "arch.json", "xor.csv", "-o", "no/such/dir/m.json"], 1, "cannot write it"),
+    (["train", "arch.json", "xor.csv", "-o", ""], 2, "Invalid value for '-o' / '--output': an empty path"),
     (["train", "linear.json", "big.csv", "-o", "m.json", "--alpha", "1e6", "--epochs", "50"], 1,
      "training diverged, nothing written: epoch"),
     (["predict", "bad.json", "inputs.csv"], 1, "bad.json: not a valid model document: document: not valid JSON"),
@@ -347,6 +348,15 @@ def test_bad_arguments_and_files_are_refused_with_a_message(files, xor_model, mo
     assert result.exit_code == code, result.output
     assert message in result.output
     assert not (files / "m.json").exists()
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_training(files):
+    # It was found only after the last epoch, so a long run was lost to a typo in -o.
+    result = run("train", files / "arch.json", files / "xor.csv", "-o", files / "no-dir" / "m.json", "--epochs", "5")
+    assert result.exit_code == 1
+    assert f"{files / 'no-dir' / 'm.json'}: cannot write it: the directory {files / 'no-dir'} does not exist" \
+        in result.output
+    assert "trained" not in result.output
 
 
 def test_a_refused_training_leaves_an_existing_output_untouched(files):
