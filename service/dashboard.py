@@ -162,6 +162,9 @@ def _job_cards() -> tuple[list[dict], int, str | None]:
 
 
 def _job_card_or_404(job_id: str) -> dict:
+    # Reap first, as the API's reads do: a running job's card refreshes itself from here, and with its
+    # consumer killed (the consumer's reaper with it) nothing else might ever call the job lost.
+    housekeeping_on_read()
     store = get_job_backend().store
     record = store.get(job_id)
     if record is None:

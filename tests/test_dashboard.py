@@ -240,6 +240,20 @@ def test_an_unreachable_queue_still_shows_the_models(model_dir, tmp_path):
     assert "The job queue cannot be reached" in html and '<tr data-model="xor">' in html
 
 
+def test_a_job_whose_consumer_died_shows_as_lost_on_its_own_page_and_card(model_dir, tmp_path):
+    # The job page and the card a running job refreshes itself from did not reap: with its consumer
+    # killed (and its reaper thread with it), the card showed "running" and polled for ever.
+    app = create_app(service_config(model_dir, tmp_path / "var", MINIGRAD_HEARTBEAT_TIMEOUT=5))
+    job_id = add_job(app, RUNNING, 10, [0.9, 0.8], worker="gone:123")
+    with app.app_context():
+        get_job_backend().store.update(job_id, heartbeat_at=time.time() - 6)
+    for url in (f"/ui/jobs/{job_id}/card", f"/ui/jobs/{job_id}"):
+        html, parsed = page(app.test_client(), url)
+        (card,) = parsed.find(id=f"job-{job_id}")
+        assert (card["data-status"], card["data-active"]) == ("lost", "0") and "gone:123" in html
+        assert "Cancel" not in html
+
+
 @pytest.mark.parametrize("epochs, expected_last_x", [(3, CHART_WIDTH - 12), (6, None)])
 def test_loss_chart_geometry(epochs, expected_last_x):
     history = [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}, {"epoch": 3, "loss": 0.0, "val_loss": 1.0}]
