@@ -24,7 +24,7 @@ from .errors import abort_problem
 from .jobs import get_job_backend, housekeeping_on_read
 from .jobs.store import ACTIVE
 from .registry import InvalidModelFile, ModelNotFound, ModelRegistry, VersionNotFound, get_registry
-from .train_api import job_view
+from .train_api import job_view, queue_unavailable
 
 blp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
                 static_url_path="/ui/static")
@@ -210,6 +210,11 @@ def job_page(job_id):
 def job_card_fragment(job_id):
     """The card alone: what a running job's card on the page replaces itself with."""
     return render_template("job_card.html", job=_job_card_or_404(job_id))
+
+
+# The job pages with the queue down: the API's 503 to retry (the index shows the models without the jobs).
+blp.register_error_handler(RedisError, queue_unavailable)
+blp.register_error_handler(sqlite3.OperationalError, queue_unavailable)
 
 
 @blp.route("/ui/token")

@@ -254,6 +254,14 @@ def test_a_job_whose_consumer_died_shows_as_lost_on_its_own_page_and_card(model_
         assert "Cancel" not in html
 
 
+def test_a_job_page_with_the_queue_unreachable_is_a_503_problem(model_dir, tmp_path):
+    app = create_app(service_config(model_dir, tmp_path / "var", MINIGRAD_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"))
+    for url in ("/ui/jobs/abc", "/ui/jobs/abc/card"):
+        response = app.test_client().get(url)
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert response.get_json()["type"] == "urn:minigrad:problem:queue-unavailable"
+
+
 @pytest.mark.parametrize("epochs, expected_last_x", [(3, CHART_WIDTH - 12), (6, None)])
 def test_loss_chart_geometry(epochs, expected_last_x):
     history = [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}, {"epoch": 3, "loss": 0.0, "val_loss": 1.0}]
