@@ -294,8 +294,8 @@ def _check_output_directory(output: str):
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("model_or_architecture", metavar="MODEL_OR_ARCHITECTURE", type=click.Path(dir_okay=False))
 @click.argument("data", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
-              help="Where to write the trained model document.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+              help="Where to write the trained model document ('-': standard output).")
 @click.option("--loss", type=click.Choice(sorted(LOSSES)), default="mse", show_default=True,
               help="mse for regression, bce for probabilities after a Sigmoid, cross_entropy on logits.")
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="sgd", show_default=True)
@@ -323,7 +323,8 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
     """
     if optimizer != "sgd" and momentum:
         raise click.BadParameter("only the sgd optimizer takes a momentum", param_hint="'--momentum'")
-    _check_output_directory(output)
+    if output != "-":
+        _check_output_directory(output)
     if seed is None:
         seed = secrets.randbits(63)  # recorded in the model's metadata, so the run can be repeated
     # The same streams as the service's training jobs (service/training.py): the same data, settings
@@ -368,7 +369,7 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
     model.metadata = metadata
     click.echo(f"trained {len(history)} epochs on {len(inputs)} rows in {seconds:.2f} s, "
                f"final loss {history[-1]['loss']:.6g}", err=True)
-    _write_model(model_format.save, model, output)
+    _write_model(model_format.save, model_format.dumps, model, output)
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
@@ -450,23 +451,31 @@ def _onnx_interop():
     return onnx_interop
 
 
-def _write_model(write, model, output: str):
-    """``write(model, output)`` (both writers are atomic: a reader never sees half a file), then say what was
-    written on standard error."""
+def _write_model(save, dumps, model, output: str):
+    """``save(model, output)`` (both savers are atomic: a reader never sees half a file), or ``dumps(model)`` to
+    standard output for '-'; then say what was written on standard error."""
     try:
-        write(model, output)
+        if output == "-":
+            data = dumps(model)
+            if isinstance(data, bytes) and sys.stdout.isatty():
+                raise click.ClickException("-: standard output is a terminal; redirect the ONNX bytes to a file or "
+                                           "a pipe, or name the output file")
+            with click.open_file("-", "wb") as stream:
+                stream.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+        else:
+            save(model, output)
     except OSError as exc:
         raise click.ClickException(f"{output}: cannot write it: {exc.strerror}") from None
     summary = model_format.document_summary(model)
-    click.echo(f"wrote {output}: {summary['dtype']}, {summary['inputs']} inputs -> {summary['outputs']}, "
-               + ", ".join(summary["layers"]), err=True)
+    click.echo(f"wrote {'standard output' if output == '-' else output}: {summary['dtype']}, "
+               f"{summary['inputs']} inputs -> {summary['outputs']}, " + ", ".join(summary["layers"]), err=True)
 
 
 @main.command("export", context_settings=CONTEXT_SETTINGS)
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+@click.argument("model", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True, allow_dash=True))
 def export_onnx(model, output):
-    """Write the model document MODEL as the ONNX file OUTPUT.
+    """Write the model document MODEL as the ONNX file OUTPUT ('-' for either: standard input or output).
 
     The graph is Gemm per Linear plus its activations, with a dynamic batch dimension, in the model's dtype;
     the metadata becomes ONNX metadata properties. Needs the onnx package (pip install minigrad[onnx]).
@@ -474,16 +483,17 @@ def export_onnx(model, output):
     onnx_interop = _onnx_interop()
     loaded = _load_model(model)
     try:
-        _write_model(onnx_interop.export, loaded, output)
+        _write_model(onnx_interop.export, onnx_interop.dumps, loaded, output)
     except model_format.ModelFormatError as exc:  # a valid document ONNX cannot carry (a reserved metadata key)
         raise click.ClickException(f"{model}: cannot export it: {exc}") from None
 
 
 @main.command("import", context_settings=CONTEXT_SETTINGS)
-@click.argument("onnx_file", metavar="MODEL_ONNX", type=click.Path(dir_okay=False))
-@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+@click.argument("onnx_file", metavar="MODEL_ONNX", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("output", type=click.Path(dir_okay=False, writable=True, allow_dash=True))
 def import_onnx(onnx_file, output):
-    """Read the ONNX file MODEL_ONNX and write it as the model document OUTPUT.
+    """Read the ONNX file MODEL_ONNX and write it as the model document OUTPUT ('-' for either: standard input or
+    output).
 
     Reads dense MLPs: what minigrad export writes, and what torch.onnx.export and skl2onnx produce for
     nn.Sequential of Linear and activations and for MLPClassifier / MLPRegressor (a classifier's probabilities
@@ -491,12 +501,16 @@ def import_onnx(onnx_file, output):
     """
     onnx_interop = _onnx_interop()
     try:
-        loaded = onnx_interop.load(onnx_file)
+        if onnx_file == "-":  # weights in external data files need the model's own directory: a path only
+            with click.open_file("-", "rb") as stream:
+                loaded = onnx_interop.loads(stream.read())
+        else:
+            loaded = onnx_interop.load(onnx_file)
     except OSError as exc:
         raise click.ClickException(f"{onnx_file}: cannot read it: {exc.strerror}") from None
     except model_format.ModelFormatError as exc:
         raise click.ClickException(f"{onnx_file}: cannot import it: {exc}") from None
-    _write_model(model_format.save, loaded, output)
+    _write_model(model_format.save, model_format.dumps, loaded, output)
 
 
 def _exec(argv: list[str]):

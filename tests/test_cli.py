@@ -350,6 +350,14 @@ def test_bad_arguments_and_files_are_refused_with_a_message(files, xor_model, mo
     assert not (files / "m.json").exists()
 
 
+def test_train_writes_the_model_to_standard_output_for_dash(files, monkeypatch):
+    monkeypatch.chdir(files)
+    result = run("train", "arch.json", "xor.csv", "-o", "-", *XOR_TRAIN)
+    assert result.exit_code == 0, result.output
+    assert minigrad.loads(result.stdout).metadata["training"]["seed"] == 7
+    assert not (files / "-").exists()
+
+
 def test_an_output_that_cannot_be_written_is_refused_before_training(files):
     # It was found only after the last epoch, so a long run was lost to a typo in -o.
     result = run("train", files / "arch.json", files / "xor.csv", "-o", files / "no-dir" / "m.json", "--epochs", "5")

@@ -118,3 +118,18 @@ def test_an_unwritable_output_is_refused_with_a_message(command, source, tmp_pat
     result = run(command, source, tmp_path / "no-such-directory" / "out")
     assert result.exit_code == 1
     assert "no-such-directory/out: cannot write it: No such file or directory" in result.output
+
+
+def test_dash_is_standard_input_and_output_for_both(tmp_path):
+    # '-' once wrote (and then read) a file named '-' in the working directory.
+    source = (REPO / "models" / "iris.json").read_bytes()
+    exported = subprocess.run([str(EXECUTABLE), "export", "-", "-"], input=source, capture_output=True,
+                              cwd=tmp_path, timeout=120)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout == minigrad.onnx.dumps(minigrad.load(REPO / "models" / "iris.json"))
+    imported = subprocess.run([str(EXECUTABLE), "import", "-", "-"], input=exported.stdout, capture_output=True,
+                              cwd=tmp_path, timeout=120)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout == minigrad.dumps(minigrad.load(REPO / "models" / "iris.json")).encode()
+    assert b"wrote standard output: float64, 4 inputs -> 3" in imported.stderr
+    assert list(tmp_path.iterdir()) == []
