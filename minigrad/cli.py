@@ -72,16 +72,20 @@ def _looks_like_json(path: str, text: str) -> bool:
 
 
 def _read_csv(text: str, path: str) -> tuple[np.ndarray, list[str] | None]:
-    """A CSV file of numbers as a 2-D float64 array, and its header (a first row that is not all numbers)."""
+    """A CSV file of numbers as a 2-D float64 array, and its header (a first row without any number).
+
+    A first row that mixes numbers and other text ("0,x", "0,1," with a trailing comma) is a defective row of
+    data, refused naming the cell, not a header: taking it for one dropped a row of data without a word."""
     rows = [(number, row) for number, row in enumerate(csv.reader(io.StringIO(text)), start=1) if any(row)]
     if not rows:
         raise click.ClickException(f"{path}: no rows; expected comma-separated numbers")
     header = None
-    if not all(_is_number(cell) for cell in rows[0][1]):
+    if not any(_is_number(cell) for cell in rows[0][1]):
         header = [cell.strip() for cell in rows[0][1]]
         rows = rows[1:]
         if not rows:
-            raise click.ClickException(f"{path}: only a header row; expected rows of numbers below it")
+            raise click.ClickException(f"{path}: only a header row ({','.join(header)}); expected rows of "
+                                       "comma-separated numbers below it")
     width = len(header) if header is not None else len(rows[0][1])
     values = []
     for line, row in rows:
@@ -92,7 +96,8 @@ def _read_csv(text: str, path: str) -> tuple[np.ndarray, list[str] | None]:
             try:
                 number = float(cell)
             except ValueError:
-                raise click.ClickException(f"{path}: line {line}, column {column}: {cell!r} is not a number") from None
+                what = "an empty cell (a trailing comma?)" if not cell.strip() else repr(cell)
+                raise click.ClickException(f"{path}: line {line}, column {column}: {what} is not a number") from None
             if not math.isfinite(number):
                 raise click.ClickException(f"{path}: line {line}, column {column}: {cell!r} is not a finite number")
             parsed.append(number)

@@ -280,6 +280,10 @@ BAD_FILES = {
     "big.csv": "0,0,0\n1e150,1e150,1\n",
     "wide.json": json.dumps({"inputs": [[0, 1, 2]]}),
     "deep.json": "[" * 100_000 + "]" * 100_000,
+    # A first row that mixes numbers and text is bad data, not a header that would silently drop a row.
+    "typo.csv": "0,x\n1,1\n",
+    "trailing-comma.csv": "0,1,\n1,1,\n",
+    "semicolons.csv": "0;1\n",
     "list-metadata.json": json.dumps({"layers": [{"type": "Linear", "in_features": 2, "out_features": 1}],
                                       "metadata": [["name", "xor"]]}),
 }
@@ -329,6 +333,11 @@ BAD_ARGUMENTS = [
      "no/such/dir/out.json: cannot write it: No such file or directory"),
     (["predict", "xor.json"], 2, "Missing argument 'INPUTS'"),
     (["predict", "xor.json", "deep.json"], 1, "deep.json: nested too deeply"),
+    (["predict", "xor.json", "typo.csv"], 1, "typo.csv: line 1, column 2: 'x' is not a number"),
+    (["predict", "xor.json", "trailing-comma.csv"], 1,
+     "trailing-comma.csv: line 1, column 3: an empty cell (a trailing comma?) is not a number"),
+    (["predict", "xor.json", "semicolons.csv"], 1,
+     "semicolons.csv: only a header row (0;1); expected rows of comma-separated numbers"),
     (["train", "deep.json", "xor.csv", "-o", "m.json"], 1, "deep.json: nested too deeply"),
     (["train", "arch.json", "deep.json", "-o", "m.json"], 1, "deep.json: nested too deeply"),
     (["validate"], 2, "Missing argument 'MODELS...'"),
