@@ -421,7 +421,9 @@ def predict(model, inputs, output, output_format):
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+# A directory (models/* takes in models/__pycache__) is one more bad file in the report, not a usage error that
+# stops the check of every other file.
+@click.argument("models", nargs=-1, required=True, type=click.Path(allow_dash=True))
 def validate(models):
     """Check model documents; print each defect with its location.
 

@@ -255,6 +255,17 @@ def test_validate_a_missing_file(tmp_path):
     assert "nope.json: cannot read it: No such file or directory" in result.stdout
 
 
+def test_validate_many_files_reports_each_and_fails_if_any_is_bad(tmp_path, xor_model):
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    (tmp_path / "subdir").mkdir()
+    result = run("validate", xor_model, tmp_path / "subdir", tmp_path / "bad.json", xor_model)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{xor_model}: valid") and lines[-1].startswith(f"{xor_model}: valid")
+    assert f"{tmp_path / 'subdir'}: cannot read it: Is a directory" in lines
+    assert any(line.startswith(f"{tmp_path / 'bad.json'}: document: ") for line in lines)
+
+
 # ---------------------------------------------------------------------- bad arguments and files
 
 
