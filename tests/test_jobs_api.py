@@ -338,6 +338,32 @@ def test_a_rerun_finds_the_model_its_interrupted_run_registered(app, client):
         assert get_registry().versions("once") == [1]
 
 
+def test_registering_a_large_model_keeps_the_heartbeat(tmp_path):
+    # The heartbeat ran during fit only: registering the trained model (about a second for this one
+    # million parameters, minutes at the size limits) renewed none, so a job whose registration took
+    # longer than the heartbeat timeout was reaped as lost, its model registered all the same.
+    app = make_app(tmp_path, MINIGRAD_HEARTBEAT_INTERVAL=0.05)
+    client = app.test_client()
+    architecture = [{"type": "Linear", "in_features": 2, "out_features": 1024}, {"type": "Tanh"},
+                    {"type": "Linear", "in_features": 1024, "out_features": 1024}, {"type": "Tanh"},
+                    {"type": "Linear", "in_features": 1024, "out_features": 1}]
+    body = xor_request(architecture=architecture, optimizer={"type": "sgd", "alpha": 0.01}, epochs=1, save_as="big")
+    backend = backend_of(app)
+    job = client.post("/train", json=body).get_json()
+    run = threading.Thread(target=backend.huey.execute, args=(backend.huey.dequeue(),))
+    run.start()
+    beats_after_training = set()  # heartbeats seen once the epoch was recorded, while it registers
+    while run.is_alive():
+        record = backend.store.get(job["id"])
+        if record["status"] == RUNNING and record["epoch"] == 1:
+            beats_after_training.add(record["heartbeat_at"])
+        time.sleep(0.01)
+    run.join()
+    done = client.get(f"/jobs/{job['id']}").get_json()
+    assert done["status"] == "succeeded" and done["result"]["registered"] == {"name": "big", "version": 1}
+    assert len(beats_after_training) >= 2
+
+
 def test_a_running_job_without_heartbeat_is_reported_lost_when_read(tmp_path):
     app = make_app(tmp_path, MINIGRAD_HEARTBEAT_TIMEOUT=5)
     client = app.test_client()

@@ -132,6 +132,14 @@ def run_training_job(backend, job_id: str, payload: dict):
         store.update(job_id, expect=lambda r: r["status"] == QUEUED and r["cancel_requested"],
                      status=CANCELLED, finished_at=now)
         return None
+    # The heartbeat covers the whole run, not only fit: loading a large starting model and registering
+    # a large trained one (seconds to minutes at the size limits) must not look like a dead worker.
+    with Heartbeat(store, job_id, backend.settings.heartbeat_interval, attempt):
+        return _run_claimed(backend, job_id, attempt, payload)
+
+
+def _run_claimed(backend, job_id, attempt, payload):
+    store = backend.store
     store.clear_history(job_id)
     recorder = ProgressRecorder(store, job_id, attempt)
     try:
@@ -141,7 +149,6 @@ def run_training_job(backend, job_id: str, payload: dict):
         # warnings are silenced because fit reports a diverging loss itself, as the job's error.
         with (
             service_metrics().training_seconds.time(),
-            Heartbeat(store, job_id, backend.settings.heartbeat_interval, attempt),
             threadpool_limits(limits=1),
             np.errstate(over="ignore", invalid="ignore"),
         ):
