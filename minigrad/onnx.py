@@ -85,6 +85,9 @@ def _graph(model) -> onnx.ModelProto:
                                           alpha=1.0, beta=1.0, transA=0, transB=0))
             n_inputs = spec["in_features"] if n_inputs is None else n_inputs
             features = spec["out_features"]
+        elif spec["type"] not in _ACTIVATIONS:  # a layer registered by a program: its ONNX op is unknown
+            _refuse(f"layers[{i}].type", f"{spec['type']} has no ONNX export; minigrad exports Linear, "
+                                         f"{', '.join(_ACTIVATIONS)}")
         elif spec["type"] == "Softmax":
             nodes.append(helper.make_node("Softmax", [current], [output], name=f"layers.{i}.Softmax", axis=-1))
         else:

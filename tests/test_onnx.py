@@ -108,6 +108,24 @@ def test_export_of_a_model_the_document_refuses_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+class Swish(minigrad.nn.Layer):
+    """A layer a program registers; ONNX has no op of that name."""
+
+    def forward(self, x):
+        return x * x.sigmoid()
+
+
+def test_export_of_a_registered_layer_without_an_onnx_op_is_refused(tmp_path, monkeypatch):
+    # It was written as an op 'Swish' that no ONNX runtime has: an invalid file, exit 0.
+    monkeypatch.setattr(minigrad.format, "LAYER_TYPES", dict(minigrad.format.LAYER_TYPES))
+    minigrad.format.register_layer(Swish)
+    model = minigrad.Sequential([minigrad.Linear(2, 2, rng=np.random.default_rng(0)), Swish()])
+    with pytest.raises(OnnxImportError, match=r"^layers\[1\]\.type: Swish has no ONNX export; minigrad exports "
+                                              "Linear, Relu, Tanh, Sigmoid, Softmax"):
+        minigrad.onnx.export(model, tmp_path / "model.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------- round trip
 
 
