@@ -475,6 +475,8 @@ def load(path) -> Sequential:
             onnx.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
         except onnx.checker.ValidationError as error:  # not a ValueError: it escaped as itself
             _refuse("external data", f"{error} (external data files must sit in the model's own directory)")
+        except ValueError as error:  # a data file shorter than the offset and length it is said to hold
+            _refuse("external data", str(error))
     if not proto.HasField("graph") or not proto.graph.node:
         _refuse("document", "not an ONNX model (it has no graph nodes)")
     return _model(proto)

@@ -470,3 +470,14 @@ def test_external_data_outside_the_model_directory_is_an_import_error(tmp_path, 
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     with pytest.raises(OnnxImportError, match="^external data: .*external data files must sit in the model's own"):
         minigrad.onnx.load(path)
+
+
+def test_an_external_data_file_shorter_than_its_tensor_is_an_import_error(tmp_path):
+    # onnx's ValueError ("External data length (48) exceeds available data") escaped load() as itself.
+    proto = onnx.load(FIXTURES / "torch_mlp_float64.onnx")
+    onnx.save_model(proto, tmp_path / "split.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="split.onnx.data", size_threshold=0)
+    data = tmp_path / "split.onnx.data"
+    data.write_bytes(data.read_bytes()[:10])
+    with pytest.raises(OnnxImportError, match="^external data: External data length .* exceeds available data"):
+        minigrad.onnx.load(tmp_path / "split.onnx")
