@@ -15,7 +15,7 @@ from jobs_support import XOR_INPUTS, consumer_thread, slow_request, wait_for, xo
 import minigrad
 from service import create_app
 from service.jobs import get_job_backend
-from service.jobs.runner import Heartbeat, ProgressRecorder
+from service.jobs.runner import Heartbeat, ProgressRecorder, _hand_back
 from service.jobs.store import RUNNING
 from service.testing import free_port
 
@@ -253,6 +253,23 @@ def test_the_heartbeat_outlives_a_store_error(app):
     with Heartbeat(store, record["id"], interval=0.02):
         wait_for(lambda: backend.store.get(record["id"])["heartbeat_at"], 5, what="a heartbeat after the error")
     assert store.failures == 0
+
+
+def test_a_cancel_after_the_last_epoch_registers_nothing(app, client):
+    # DELETE between the last epoch and the hand-back answered 202 "cancel requested", and the job then
+    # ended succeeded with its model registered under save_as.
+    backend = backend_of(app)
+    job = client.post("/train", json=xor_request(epochs=1, save_as="late")).get_json()
+    backend.store.update(job["id"], status=RUNNING, attempt="this-run", started_at=time.time(),
+                         heartbeat_at=time.time())
+    assert client.delete(f"/jobs/{job['id']}").status_code == 202  # the run has trained its last epoch
+    rng = np.random.default_rng(0)
+    model = minigrad.Sequential([minigrad.Linear(2, 1, rng=rng)])
+    payload = {"spec": {"seed": 7}, "save_as": "late"}
+    assert _hand_back(backend, job["id"], "this-run", payload, model, [{"epoch": 1, "loss": 0.5}]) is None
+    done = client.get(f"/jobs/{job['id']}").get_json()
+    assert done["status"] == "cancelled" and done["result"] is None
+    assert client.get("/models/late").status_code == 404
 
 
 def test_a_queued_job_is_cancelled_at_once_and_never_runs(app, client):

@@ -198,10 +198,13 @@ def _hand_back(backend, job_id, attempt, payload, model, history):
     result = {"final_loss": history[-1]["loss"], "epochs_run": len(history), "registered": None}
     save_as = payload.get("save_as")
     mine = owned_by(attempt)
+    current = backend.store.get(job_id)
+    if current is None or not mine(current):  # put back in the queue (or reaped) meanwhile: not ours to register
+        return None
+    if current["cancel_requested"]:  # cancelled after its last epoch (the client got a 202): register nothing
+        backend.store.update(job_id, expect=mine, status=CANCELLED, finished_at=time.time())
+        return None
     if save_as:
-        current = backend.store.get(job_id)
-        if current is None or not mine(current):  # put back in the queue (or reaped) meanwhile: not ours to register
-            return None
         try:
             loaded = _registered_earlier(backend.registry, save_as, job_id) or backend.registry.put(save_as, document)
         except Exception as exc:  # a rejected save fails the job, said plainly
