@@ -131,6 +131,17 @@ def _as_matrix(value, where: str) -> np.ndarray:
     return array
 
 
+def _check_range(array: np.ndarray, dtype: np.dtype, where: str):
+    """Refuse values a float32 model cannot take: the cast would make them inf, and the run would end in a
+    misleading 'training diverged' or an output 'overflow'."""
+    beyond = np.abs(array) > np.finfo(dtype).max
+    if beyond.any():
+        row, column = np.argwhere(beyond)[0]
+        value = float(array[row, column])
+        raise click.ClickException(f"{where}: row {row + 1}, column {column + 1}: {value!r} is out of the range of "
+                                   f"{np.dtype(dtype).name}, the model's dtype")
+
+
 # ---------------------------------------------------------------------- models
 
 
@@ -339,6 +350,9 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
     n_inputs, n_outputs = _model_width(model)
     loss_fn = LOSSES[loss]()
     inputs, targets, names = _training_data(data, n_inputs, n_outputs, labels=loss == "cross_entropy")
+    dtype = model.get_parameters()[0].data.dtype
+    _check_range(inputs, dtype, f"{data}: inputs")
+    _check_range(targets.reshape(len(targets), -1), dtype, f"{data}: targets")
     alpha = DEFAULT_ALPHA[optimizer] if alpha is None else alpha
     options = {"alpha": alpha, "momentum": momentum} if optimizer == "sgd" else {"alpha": alpha}
     opt = OPTIMIZERS[optimizer](model.get_parameters(), **options)
@@ -394,7 +408,8 @@ def predict(model, inputs, output, output_format):
     loaded = _load_model(model)
     n_inputs, _ = _model_width(loaded)
     array = _prediction_inputs(inputs, n_inputs)
-    dtype = loaded.get_parameters()[0].data.dtype if loaded.get_parameters() else np.float64
+    dtype = loaded.get_parameters()[0].data.dtype  # the format guarantees a Linear layer
+    _check_range(array, dtype, f"{inputs}: inputs")
     with no_grad():
         outputs = loaded(Tensor(array.astype(dtype, copy=False))).data
     rows = outputs.astype(np.float64).tolist()

@@ -190,6 +190,26 @@ def test_predict_one_flat_row(files, xor_model):
     assert float(result.stdout.splitlines()[1]) == forward(load(xor_model), [[1, 0]])[0, 0]
 
 
+@pytest.mark.parametrize(("command", "content", "message"), [
+    ("predict", "0,1\n1e39,0\n", "data.csv: inputs: row 2, column 1: 1e+39 is out of the range of float32"),
+    ("train", "0,1,0\n-1e39,0,1\n", "data.csv: inputs: row 2, column 1: -1e+39 is out of the range of float32"),
+    ("train", "0,1,1e39\n", "data.csv: targets: row 1, column 1: 1e+39 is out of the range of float32"),
+])
+def test_values_beyond_a_float32_model_are_refused_naming_them(files, command, content, message):
+    # They became inf in the cast: 'training diverged; try a smaller learning rate', or an output 'overflow'
+    # after numpy's raw RuntimeWarning.
+    (files / "arch32.json").write_text(json.dumps({"layers": XOR_ARCHITECTURE, "dtype": "float32"}))
+    (files / "data.csv").write_text(content)
+    model = files / "arch32.json"
+    if command == "predict":
+        assert run("train", model, files / "xor.csv", "-o", files / "m32.json", "--epochs", "2").exit_code == 0
+        model = files / "m32.json"
+    result = run(command, model, files / "data.csv", *(["-o", files / "out.json"] if command == "train" else []))
+    assert result.exit_code == 1
+    assert message in result.output and "RuntimeWarning" not in result.output
+    assert not (files / "out.json").exists()
+
+
 def test_outputs_that_overflow_are_refused_as_json_and_written_as_csv(files):
     model = minigrad.Sequential([minigrad.Linear(1, 1)])
     model.layers[0].weight.data[:] = 1e300
