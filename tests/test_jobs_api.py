@@ -381,6 +381,15 @@ def test_registering_a_large_model_keeps_the_heartbeat(tmp_path):
     assert len(beats_after_training) >= 2
 
 
+def test_a_save_as_whose_latest_version_is_broken_still_registers(app, client, consumer, tmp_path):
+    # Looking for a version an interrupted run registered must not trip over a broken file placed by hand.
+    register_xor(app)
+    (tmp_path / "models" / "xor" / "2.json").write_text("{not json")
+    done = client.post("/train?wait=20", json=xor_request(epochs=20, save_as="xor")).get_json()
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["registered"] == {"name": "xor", "version": 3}
+
+
 def test_a_running_job_without_heartbeat_is_reported_lost_when_read(tmp_path):
     app = make_app(tmp_path, MINIGRAD_HEARTBEAT_TIMEOUT=5)
     client = app.test_client()

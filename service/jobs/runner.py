@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 import minigrad
 from service.metrics import service_metrics
-from service.registry import ModelNotFound, RegistryError
+from service.registry import InvalidModelFile, ModelNotFound, RegistryError
 from service.training import TrainingSpec, train
 
 from .store import CANCELLED, FAILED, QUEUED, RUNNING
@@ -180,7 +180,7 @@ def _registered_earlier(registry, name, job_id):
     while registering puts the job back in the queue, and its run may still have finished the put)."""
     try:
         latest = registry.get(name)
-    except ModelNotFound:
+    except (ModelNotFound, InvalidModelFile):  # no version yet, or a broken latest one: not this job's
         return None
     return latest if latest.document.get("metadata", {}).get("trained_by_job") == job_id else None
 
