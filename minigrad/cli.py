@@ -210,8 +210,8 @@ def _model_or_architecture(path: str, rng: np.random.Generator):
     text = _read_text(path)
     document = _parse_json(text, path)
     if isinstance(document, dict) and "format" in document:
-        try:
-            return model_format.from_dict(document)
+        try:  # the format's own reader, as predict and validate use: it also refuses repeated keys
+            return model_format.loads(text)
         except model_format.ModelFormatError as exc:
             raise click.ClickException(f"{path}: not a valid model document: {exc}") from None
     if isinstance(document, list | dict):

@@ -407,6 +407,18 @@ def test_an_output_that_cannot_be_written_is_refused_before_training(files):
     assert "trained" not in result.output
 
 
+def test_train_refuses_a_model_document_that_validate_refuses(files, xor_model):
+    # A repeated key (which one counts is ambiguous): train took the document that validate and predict refuse.
+    text = xor_model.read_text().replace('"dtype": "float64",', '"dtype": "float64", "dtype": "float64",', 1)
+    (files / "twice.json").write_text(text)
+    expected = "twice.json: document: the key 'dtype' appears twice in one object"
+    assert expected in run("validate", files / "twice.json").output
+    result = run("train", files / "twice.json", files / "xor.csv", "-o", files / "m.json", "--epochs", "2")
+    assert result.exit_code == 1
+    assert expected.replace(": ", ": not a valid model document: ", 1) in result.output
+    assert not (files / "m.json").exists()
+
+
 def test_a_refused_training_leaves_an_existing_output_untouched(files):
     (files / "m.json").write_text("precious")
     (files / "nan.csv").write_text("0,0,0\nnan,1,1\n")
