@@ -233,6 +233,28 @@ def test_the_heartbeat_is_renewed_during_a_long_epoch_and_stops_with_the_job(app
     assert backend.store.get(record["id"])["heartbeat_at"] == last
 
 
+def test_a_store_error_between_epochs_does_not_fail_the_job(app, client):
+    # The fit callback's per-epoch look at the record raised on a store hiccup (SQLite busy past its
+    # timeout, Redis restarting): fit stopped and the job failed with "OperationalError".
+    backend = backend_of(app)
+    job = client.post("/train", json=xor_request(epochs=3)).get_json()
+    backend.store.update(job["id"], status=RUNNING, attempt="run")
+
+    class FlakyStore(type(backend.store)):
+        failures = 1
+
+        def get(self, job_id):
+            if self.failures:
+                self.failures -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return super().get(job_id)
+
+    recorder = ProgressRecorder(FlakyStore(backend.settings.sqlite_path), job["id"], "run")
+    assert [recorder({"epoch": epoch, "loss": 1.0 / epoch}) for epoch in (1, 2, 3)] == [True, True, True]
+    recorder.flush()
+    assert [r["epoch"] for r in client.get(f"/jobs/{job['id']}").get_json()["history"]] == [1, 2, 3]
+
+
 def test_the_heartbeat_outlives_a_store_error(app):
     # A store hiccup (SQLite busy past its timeout, Redis restarting) raised in the heartbeat thread and
     # ended it for good: a job with epochs longer than the timeout was then reaped as lost while it trained.

@@ -82,20 +82,25 @@ class ProgressRecorder:
 
     def __call__(self, record):
         self.pending.append(dict(record))
-        current = self.store.get(self.job_id)
-        if current is None or not self.mine(current) or current["cancel_requested"]:
-            taken = current is None or not self.mine(current)
-            self.stopped_because = "taken away" if taken else "cancelled"
-            return False
-        if time.monotonic() - self.last_flush >= PROGRESS_INTERVAL:
-            self.flush()
+        try:
+            current = self.store.get(self.job_id)
+            if current is None or not self.mine(current) or current["cancel_requested"]:
+                taken = current is None or not self.mine(current)
+                self.stopped_because = "taken away" if taken else "cancelled"
+                return False
+            if time.monotonic() - self.last_flush >= PROGRESS_INTERVAL:
+                self.flush()
+        except Exception:  # a store hiccup must not end hours of training: look again after the next epoch
+            logger.warning("job %s: progress not recorded after epoch %s; trying again after the next one",
+                           self.job_id, record["epoch"], exc_info=True)
         return True
 
     def flush(self):
         if not self.pending:
             return
         epoch = self.pending[-1]["epoch"]
-        # The record first: only while it is still ours does the history get this run's epochs.
+        # The record first: only while it is still ours does the history get this run's epochs. The
+        # pending epochs are dropped only once written (a store error keeps them for the next flush).
         if self.store.update(self.job_id, expect=self.mine, epoch=epoch, heartbeat_at=time.time()) is not None:
             self.store.append_history(self.job_id, self.pending)
         self.pending = []
