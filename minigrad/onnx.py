@@ -422,6 +422,8 @@ def _read_metadata(proto: onnx.ModelProto) -> dict:
             props[key] = json.loads(props[key])
     except (ValueError, KeyError, TypeError) as error:
         _refuse(f"metadata_props.{JSON_VALUES_KEY}", f"is not what minigrad writes ({error})")
+    except RecursionError:  # the json module recurses once per nested [ or {
+        _refuse(f"metadata_props.{JSON_VALUES_KEY}", "lists a value nested too deeply to read")
     return props
 
 

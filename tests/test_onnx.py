@@ -164,6 +164,15 @@ def test_any_model_survives_onnx_and_back_bit_for_bit(model):
     assert minigrad.dumps(minigrad.onnx.loads(minigrad.onnx.dumps(model))) == minigrad.dumps(model)
 
 
+def test_metadata_nested_too_deeply_to_read_is_refused():
+    # json.loads' RecursionError escaped loads() (and minigrad import) as a traceback.
+    proto = onnx.load_model_from_string(minigrad.onnx.dumps(minigrad.load(REPO / "models" / "xor.json")))
+    training = next(prop for prop in proto.metadata_props if prop.key == "training")
+    training.value = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(OnnxImportError, match=r"^metadata_props\.minigrad\.json_values: lists a value nested too"):
+        minigrad.onnx.loads(proto.SerializeToString())
+
+
 def test_reserved_metadata_key_is_refused():
     model = minigrad.load(REPO / "models" / "xor.json")
     model.metadata = {minigrad.onnx.JSON_VALUES_KEY: "x"}
