@@ -227,6 +227,8 @@ class _Graph:
         for value in outputs:
             producer = self.producers.get(value.name)
             if producer is not None and producer.op_type == "ZipMap":
+                if len(producer.input) != 1:
+                    _refuse(_node_location(producer), f"has {len(producer.input)} inputs; ZipMap takes 1")
                 candidates.append(producer.input[0])
             elif len(outputs) == 1 or value.type.tensor_type.elem_type in _ELEMENT_TYPES:
                 candidates.append(value.name)
@@ -245,10 +247,12 @@ class _Graph:
             if node.op_type == "ZipMap":
                 attributes = _attributes(node)
                 labels = attributes.get("classlabels_int64s", attributes.get("classlabels_strings"))
-            elif node.op_type == "ArrayFeatureExtractor" and node.input[0] in self.constants:
+            elif node.op_type == "ArrayFeatureExtractor" and node.input and node.input[0] in self.constants:
                 labels = self.array(node.input[0]).reshape(-1).tolist()
             if labels is not None:
-                return [label.decode() if isinstance(label, bytes) else str(label) for label in labels]
+                # Strings in ONNX are bytes with no promise of UTF-8: a stray byte shows as \xff, not a crash.
+                return [label.decode(errors="backslashreplace") if isinstance(label, bytes) else str(label)
+                        for label in labels]
         return None
 
     def two_class_concat(self, node) -> str | None:

@@ -490,3 +490,26 @@ def test_an_external_data_file_shorter_than_its_tensor_is_an_import_error(tmp_pa
     data.write_bytes(data.read_bytes()[:10])
     with pytest.raises(OnnxImportError, match="^external data: External data length .* exceeds available data"):
         minigrad.onnx.load(tmp_path / "split.onnx")
+
+
+def ml_graph_bytes(nodes, outputs=None) -> bytes:
+    """graph_bytes with the ai.onnx.ml domain (ZipMap, ArrayFeatureExtractor) imported too."""
+    proto = onnx.load_model_from_string(graph_bytes(nodes, [W, B], outputs=outputs))
+    proto.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    return proto.SerializeToString()
+
+
+def test_classifier_tails_without_inputs_or_with_stray_label_bytes_are_no_crash():
+    # Each escaped loads() (and minigrad import) as IndexError or UnicodeDecodeError.
+    probabilities = [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 3])]
+    gemm = ("Gemm", ["x", "W", "b"], ["y"], "fc", {})
+    with pytest.raises(OnnxImportError, match=r"^node 'zip' \(ZipMap\): has 0 inputs; ZipMap takes 1"):
+        minigrad.onnx.loads(ml_graph_bytes([gemm, ("ZipMap", [], ["z"], "zip", {"domain": "ai.onnx.ml"})],
+                                           probabilities))
+    # An ArrayFeatureExtractor off the chain without inputs gives no labels; the model still imports.
+    model = minigrad.onnx.loads(ml_graph_bytes([gemm, ("ArrayFeatureExtractor", [], ["z"], "afe",
+                                                       {"domain": "ai.onnx.ml"})]))
+    assert repr(model) == "Sequential([Linear(4, 3)])" and "outputs" not in model.metadata
+    labels = {"classlabels_strings": [b"\xffcat", b"dog", b"eel"], "domain": "ai.onnx.ml"}
+    model = minigrad.onnx.loads(ml_graph_bytes([gemm, ("ZipMap", ["y"], ["z"], "zip", labels)], probabilities))
+    assert model.metadata["outputs"] == ["\\xffcat", "dog", "eel"]
