@@ -60,6 +60,11 @@ class OnnxImportError(ModelFormatError):
     initializer, e.g. ``node 'Conv_0' (Conv)``."""
 
 
+def _type_name(element: int) -> str:
+    """FLOAT, INT64...; a number outside the enum (a corrupt or future file) as itself, not protobuf's ValueError."""
+    return TensorProto.DataType.Name(element) if element in TensorProto.DataType.values() else str(element)
+
+
 def _refuse(location: str, message: str):
     raise OnnxImportError([(location, message)])
 
@@ -184,7 +189,7 @@ class _Graph:
         self.input = inputs[0]
         tensor_type = self.input.type.tensor_type
         if not self.input.type.HasField("tensor_type") or tensor_type.elem_type not in _ELEMENT_TYPES:
-            got = TensorProto.DataType.Name(tensor_type.elem_type) if self.input.type.HasField("tensor_type") \
+            got = _type_name(tensor_type.elem_type) if self.input.type.HasField("tensor_type") \
                 else "not a tensor"
             _refuse(f"input '{self.input.name}'", f"expected a float or double tensor, got {got}")
         self.dtype = _ELEMENT_TYPES[tensor_type.elem_type]
@@ -213,6 +218,8 @@ class _Graph:
                                               "that file")
         try:
             return numpy_helper.to_array(tensor)
+        except KeyError:  # numpy_helper has no numpy type for it (UNDEFINED, or a number outside the enum)
+            _refuse(f"initializer '{name}'", f"has data type {_type_name(tensor.data_type)}, which has no numpy type")
         except (ValueError, TypeError) as error:  # e.g. dims of 10**9 x 10**9 over six numbers
             _refuse(f"initializer '{name}'", f"its data do not fill its declared shape {list(tensor.dims)} ({error})")
 
@@ -406,7 +413,7 @@ class _LayerBuilder:
                                               "harmless")
         elif op == "Cast":
             if _ELEMENT_TYPES.get(attributes.get("to")) != graph.dtype:
-                target = TensorProto.DataType.Name(attributes.get("to", 0))
+                target = _type_name(attributes.get("to", 0))
                 _refuse(_node_location(node), f"casts to {target}; only a cast to the graph's own {graph.dtype} is "
                                               "harmless")
         # Identity: nothing to do.

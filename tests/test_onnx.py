@@ -457,6 +457,22 @@ def test_bytes_never_read_a_file_next_to_the_process(tmp_path, monkeypatch):
         minigrad.onnx.loads(data)
 
 
+def test_type_numbers_outside_the_onnx_enum_are_refused_not_crashed_on():
+    # A corrupt or future file: numpy_helper's KeyError and protobuf's ValueError escaped loads() as themselves.
+    model = onnx.load_model_from_string(graph_bytes([("Gemm", ["x", "W", "b"], ["y"], "fc", {})], [W, B]))
+    next(t for t in model.graph.initializer if t.name == "W").data_type = 67
+    with pytest.raises(OnnxImportError, match=r"^initializer 'W': has data type 67, which has no numpy type"):
+        minigrad.onnx.loads(model.SerializeToString())
+    cast = graph_bytes([("Cast", ["x"], ["c"], "cast", {"to": 111}), ("Gemm", ["c", "W", "b"], ["y"], "fc", {})],
+                       [W, B])
+    with pytest.raises(OnnxImportError, match=r"^node 'cast' \(Cast\): casts to 111; only a cast to the graph's"):
+        minigrad.onnx.loads(cast)
+    model = onnx.load_model_from_string(graph_bytes([("Gemm", ["x", "W", "b"], ["y"], "fc", {})], [W, B]))
+    model.graph.input[0].type.tensor_type.elem_type = 99
+    with pytest.raises(OnnxImportError, match=r"^input 'x': expected a float or double tensor, got 99"):
+        minigrad.onnx.loads(model.SerializeToString())
+
+
 def test_a_declared_shape_larger_than_its_data_is_refused_naming_the_initializer():
     model = onnx.load_model_from_string(graph_bytes([("Gemm", ["x", "W", "b"], ["y"], "fc", {})], [W, B]))
     weight = next(t for t in model.graph.initializer if t.name == "W")
