@@ -76,7 +76,11 @@ def _read_csv(text: str, path: str) -> tuple[np.ndarray, list[str] | None]:
 
     A first row that mixes numbers and other text ("0,x", "0,1," with a trailing comma) is a defective row of
     data, refused naming the cell, not a header: taking it for one dropped a row of data without a word."""
-    rows = [(number, row) for number, row in enumerate(csv.reader(io.StringIO(text)), start=1) if any(row)]
+    reader = csv.reader(io.StringIO(text))
+    try:
+        rows = [(reader.line_num, row) for row in reader if any(row)]
+    except csv.Error as exc:  # a cell longer than the csv module's limit (128 KiB)
+        raise click.ClickException(f"{path}: line {reader.line_num}: {exc}") from None
     if not rows:
         raise click.ClickException(f"{path}: no rows; expected comma-separated numbers")
     header = None

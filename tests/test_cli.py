@@ -315,6 +315,7 @@ BAD_FILES = {
     "typo.csv": "0,x\n1,1\n",
     "trailing-comma.csv": "0,1,\n1,1,\n",
     "semicolons.csv": "0;1\n",
+    "long-cell.csv": "0,1\n0," + "1" * 200_000 + "\n",
     "list-metadata.json": json.dumps({"layers": [{"type": "Linear", "in_features": 2, "out_features": 1}],
                                       "metadata": [["name", "xor"]]}),
 }
@@ -365,6 +366,7 @@ BAD_ARGUMENTS = [
     (["predict", "xor.json"], 2, "Missing argument 'INPUTS'"),
     (["predict", "xor.json", "deep.json"], 1, "deep.json: nested too deeply"),
     (["predict", "xor.json", "typo.csv"], 1, "typo.csv: line 1, column 2: 'x' is not a number"),
+    (["predict", "xor.json", "long-cell.csv"], 1, "long-cell.csv: line 2: field larger than field limit"),
     (["predict", "xor.json", "trailing-comma.csv"], 1,
      "trailing-comma.csv: line 1, column 3: an empty cell (a trailing comma?) is not a number"),
     (["predict", "xor.json", "semicolons.csv"], 1,
