@@ -13,6 +13,7 @@ import os
 
 from huey.constants import WORKER_TYPES
 
+from .config import ConfigError
 from .jobs.backend import JobBackend
 from .jobs.reaper import ReaperThread
 from .jobs.settings import JobSettings
@@ -91,8 +92,11 @@ def main(argv=None) -> None:
     if args.nice:
         os.nice(args.nice)
         nice_own_autogroup(args.nice)
-    backend = JobBackend(JobSettings.from_env())
-    settings = backend.settings
+    try:
+        settings = JobSettings.from_env()
+    except ConfigError as error:
+        raise SystemExit(f"minigrad-worker: {error}") from None
+    backend = JobBackend(settings)
     consumer = build_consumer(backend, args.workers, args.worker_type)
     # Huey installs its Ctrl-C/SIGTERM handlers only after it has logged "consumer started" and
     # started its workers; a signal in between would kill the process with a KeyboardInterrupt.

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 from huey import signals as huey_signals
-from jobs_support import XOR_INPUTS, consumer_thread, slow_request, wait_for, xor_request
+from jobs_support import REPO, XOR_INPUTS, consumer_thread, job_env, slow_request, wait_for, xor_request
 
 import minigrad
 from service import create_app
+from service.config import ConfigError
 from service.jobs import get_job_backend
 from service.jobs.runner import Heartbeat, ProgressRecorder, _hand_back
 from service.jobs.store import RUNNING
@@ -601,6 +604,25 @@ def test_a_job_whose_task_cannot_be_queued_leaves_no_record(app, client):
     response = client.post("/train", json=xor_request())
     assert response.status_code == 503 and "no_such_table" in response.get_json()["detail"]
     assert client.get("/jobs").get_json()["total"] == 0 and backend.store.count_active() == 0
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("MINIGRAD_HEARTBEAT_TIMEOUT", "abc"),  # was a 500 on every job request, the service running
+    ("MINIGRAD_HEARTBEAT_TIMEOUT", "-5"),  # every running job reaped as lost at once
+    ("MINIGRAD_HEARTBEAT_TIMEOUT", "nan"),  # no job ever reaped: a killed consumer's job running for ever
+    ("MINIGRAD_HEARTBEAT_TIMEOUT", "1"),  # not longer than the 2 s heartbeat interval
+    ("MINIGRAD_POLL_INTERVAL", "0"),
+    ("MINIGRAD_JOB_RETENTION_SECONDS", "-1"),
+    ("MINIGRAD_TRAIN_MAX_EPOCHS", "0"),
+    ("MINIGRAD_MAX_WAITING_REQUESTS", "-1"),
+])
+def test_a_bad_job_setting_stops_the_service_and_the_worker_at_start_naming_it(tmp_path, setting, value):
+    with pytest.raises(ConfigError, match=f"{setting}: expected .*got '{value}'"):
+        make_app(tmp_path, **{setting: value})
+    worker = subprocess.run([sys.executable, "-m", "service.worker"], env=job_env(tmp_path, **{setting: value}),
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 1 and worker.stderr.strip().startswith(f"minigrad-worker: {setting}: expected")
+    assert "Traceback" not in worker.stderr
 
 
 def test_submitting_and_cancelling_need_the_token_when_one_is_set(tmp_path):

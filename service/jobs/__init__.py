@@ -16,7 +16,7 @@ from .backend import JobBackend
 from .reaper import housekeeping, reap_stale_jobs
 from .settings import JobSettings
 
-__all__ = ["JobBackend", "JobSettings", "get_job_backend", "housekeeping_on_read"]
+__all__ = ["JobBackend", "JobSettings", "app_job_settings", "get_job_backend", "housekeeping_on_read"]
 
 EXTENSION_KEY = "minigrad.jobs"
 
@@ -24,13 +24,18 @@ EXTENSION_KEY = "minigrad.jobs"
 PURGE_EVERY_SECONDS = 60.0
 
 
+def app_job_settings(config) -> JobSettings:
+    """An application's job settings: its config first, then the environment. Raises ``ConfigError``;
+    ``create_app`` calls it so a bad value stops the service at start, not every job request with a 500."""
+    return JobSettings.from_mapping(ChainMap(config, os.environ))
+
+
 def get_job_backend() -> JobBackend:
     """The current application's backend, built on first use from its config and the environment."""
     extensions = current_app.extensions
     backend = extensions.get(EXTENSION_KEY)
     if backend is None:
-        settings = JobSettings.from_mapping(ChainMap(current_app.config, os.environ))
-        backend = extensions.setdefault(EXTENSION_KEY, JobBackend(settings))
+        backend = extensions.setdefault(EXTENSION_KEY, JobBackend(app_job_settings(current_app.config)))
     return backend
 
 

@@ -6,9 +6,12 @@ workers, the consumer and consumers on other machines agree by sharing one envir
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+from ..config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -54,32 +57,46 @@ class JobSettings:
     def from_mapping(cls, config) -> JobSettings:
         """Read ``MINIGRAD_*`` keys from ``config`` (a Flask config or ``os.environ``)."""
 
-        def get(key, default, kind):
+        def get(key, default, kind, minimum=None, above=None):
+            """The value of ``key`` as ``kind``; numbers must be finite and >= ``minimum`` (or > ``above``):
+            a zero poll interval spins, a negative timeout reaps every running job, a NaN one none."""
             value = config.get(key)
             if value in (None, ""):
                 return default
+            bound = f" >= {minimum:g}" if minimum is not None else f" > {above:g}" if above is not None else ""
+            expected = f"expected {'a number' if kind is float else 'an integer' if kind is int else kind.__name__}"
             try:
-                return kind(value)
+                parsed = kind(value)
             except (TypeError, ValueError):
-                raise ValueError(f"{key}: expected {kind.__name__}, got {value!r}") from None
+                raise ConfigError(f"{key}: {expected}{bound}, got {value!r}") from None
+            if kind in (int, float) and not (
+                math.isfinite(parsed)
+                and (minimum is None or parsed >= minimum)
+                and (above is None or parsed > above)
+            ):
+                raise ConfigError(f"{key}: {expected}{bound}, got {value!r}")
+            return parsed
 
         limits = JobLimits(
             **{
-                f.name: get(f"MINIGRAD_TRAIN_{f.name.upper()}", f.default, int)
+                f.name: get(f"MINIGRAD_TRAIN_{f.name.upper()}", f.default, int, minimum=1)
                 for f in fields(JobLimits)
             }
         )
+        heartbeat_interval = get("MINIGRAD_HEARTBEAT_INTERVAL", cls.heartbeat_interval, float, above=0)
+        # A timeout no longer than the interval would call a job lost between two of its heartbeats.
+        heartbeat_timeout = get("MINIGRAD_HEARTBEAT_TIMEOUT", cls.heartbeat_timeout, float, above=heartbeat_interval)
         return cls(
             data_dir=Path(get("MINIGRAD_DATA_DIR", cls.data_dir, str)),
             model_dir=Path(get("MINIGRAD_MODEL_DIR", cls.model_dir, str)),
             redis_url=get("MINIGRAD_REDIS_URL", None, str),
             queue_name=get("MINIGRAD_QUEUE_NAME", cls.queue_name, str),
-            poll_interval=get("MINIGRAD_POLL_INTERVAL", cls.poll_interval, float),
-            heartbeat_interval=get("MINIGRAD_HEARTBEAT_INTERVAL", cls.heartbeat_interval, float),
-            heartbeat_timeout=get("MINIGRAD_HEARTBEAT_TIMEOUT", cls.heartbeat_timeout, float),
-            retention_seconds=get("MINIGRAD_JOB_RETENTION_SECONDS", cls.retention_seconds, float),
-            max_wait_seconds=get("MINIGRAD_MAX_WAIT_SECONDS", cls.max_wait_seconds, float),
-            max_waiting_requests=get("MINIGRAD_MAX_WAITING_REQUESTS", cls.max_waiting_requests, int),
+            poll_interval=get("MINIGRAD_POLL_INTERVAL", cls.poll_interval, float, above=0),
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            retention_seconds=get("MINIGRAD_JOB_RETENTION_SECONDS", cls.retention_seconds, float, minimum=0),
+            max_wait_seconds=get("MINIGRAD_MAX_WAIT_SECONDS", cls.max_wait_seconds, float, minimum=0),
+            max_waiting_requests=get("MINIGRAD_MAX_WAITING_REQUESTS", cls.max_waiting_requests, int, minimum=0),
             limits=limits,
         )
 
