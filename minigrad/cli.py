@@ -235,8 +235,9 @@ def _training_data(path: str, n_inputs: int, n_outputs: int, labels: bool):
             raise click.ClickException(f"{path}: expected an object {{\"inputs\": [[...]], \"targets\": [[...]]}}")
         inputs = _as_matrix(document["inputs"], f"{path}: inputs")
         raw = document["targets"]
-        if labels and isinstance(raw, list) and raw and not isinstance(raw[0], list):
-            raw = [[label] for label in raw]  # class labels given as a flat list
+        if isinstance(raw, list) and raw and not isinstance(raw[0], list):
+            # A flat list is one target per row, as POST /train reads it: class labels, or a single output.
+            raw = [[target] for target in raw]
         targets = _as_matrix(raw, f"{path}: targets")
         if len(targets) != len(inputs):
             raise click.ClickException(f"{path}: inputs has {len(inputs)} rows but targets has {len(targets)}")
@@ -339,7 +340,7 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
 
     DATA is a CSV file whose first columns are the inputs and whose remaining columns are the targets (one
     column of class labels with --loss cross_entropy; a first row of names is optional), or a JSON file
-    {"inputs": [[...]], "targets": [[...]]}.
+    {"inputs": [[...]], "targets": [[...]]} (a flat list of targets is one per row, as POST /train reads it).
     """
     if optimizer != "sgd" and momentum:
         raise click.BadParameter("only the sgd optimizer takes a momentum", param_hint="'--momentum'")

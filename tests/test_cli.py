@@ -400,6 +400,18 @@ def test_train_writes_the_model_to_standard_output_for_dash(files, monkeypatch):
     assert not (files / "-").exists()
 
 
+def test_a_flat_list_of_targets_is_one_per_row_as_post_train_reads_it(files):
+    # It was read as a single row: 'inputs has 4 rows but targets has 1' for data POST /train accepts.
+    flat = {"inputs": [[0, 0], [0, 1], [1, 0], [1, 1]], "targets": [0, 1, 1, 0]}
+    (files / "flat.json").write_text(json.dumps(flat))
+    (files / "rows.json").write_text(json.dumps({**flat, "targets": [[0], [1], [1], [0]]}))
+    for name in ("flat", "rows"):
+        result = run("train", files / "arch.json", files / f"{name}.json", "-o", files / f"{name}-model.json",
+                     *XOR_TRAIN[:-4], "--epochs", "5", "--seed", "3")
+        assert result.exit_code == 0, result.output
+    assert (files / "flat-model.json").read_bytes() == (files / "rows-model.json").read_bytes()
+
+
 def test_an_output_that_cannot_be_written_is_refused_before_training(files):
     # It was found only after the last epoch, so a long run was lost to a typo in -o.
     result = run("train", files / "arch.json", files / "xor.csv", "-o", files / "no-dir" / "m.json", "--epochs", "5")
