@@ -74,16 +74,17 @@ def _wait_until_finished(job_id: str, seconds: float) -> dict:
     backend = get_job_backend()
     store = backend.store
     if not backend.waiting_requests.enter():
-        return store.get(job_id)
+        return _job_or_404(job_id)
     try:
         deadline = time.monotonic() + min(seconds, backend.settings.max_wait_seconds)
         record = store.get(job_id)
-        while record["status"] in ACTIVE and time.monotonic() < deadline:
+        while record is not None and record["status"] in ACTIVE and time.monotonic() < deadline:
             time.sleep(WAIT_POLL_SECONDS)
             record = store.get(job_id)
-        return record
     finally:
         backend.waiting_requests.leave()
+    # Gone while waiting: finished and purged at once (MINIGRAD_JOB_RETENTION_SECONDS=0), or deleted.
+    return record if record is not None else _job_or_404(job_id)
 
 
 @blp.route("/train", methods=["POST"])

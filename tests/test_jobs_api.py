@@ -635,6 +635,23 @@ def test_submitting_and_cancelling_need_the_token_when_one_is_set(tmp_path):
     assert client.delete(f"/jobs/{job['id']}", headers=auth).status_code == 200
 
 
+def test_a_job_purged_during_a_wait_is_a_404_not_a_500(tmp_path):
+    # With MINIGRAD_JOB_RETENTION_SECONDS=0 a consumer's reaper purges a job the moment it finished: a
+    # POST /train?wait= polling it then read None and answered a 500 (TypeError).
+    app = make_app(tmp_path, MINIGRAD_JOB_RETENTION_SECONDS=0)
+    backend = backend_of(app)
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(app.test_client().post("/train?wait=10",
+                                                                                      json=xor_request())))
+    waiting.start()
+    wait_for(lambda: backend.waiting_requests.count == 1, 5, what="the request to wait")
+    (job,) = backend.store.page(0, 1)[0]
+    backend.store.delete(job["id"])  # what purge_expired_jobs does to it
+    waiting.join()
+    (response,) = answers
+    assert response.status_code == 404 and response.get_json()["type"] == "urn:minigrad:problem:job-not-found"
+
+
 def test_waits_beyond_the_per_worker_limit_answer_at_once(tmp_path):
     # No consumer runs, so every job stays queued and a waiting request waits its whole ?wait=.
     app = make_app(tmp_path, MINIGRAD_MAX_WAITING_REQUESTS=1)
