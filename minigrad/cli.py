@@ -385,7 +385,7 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
         "loss": loss,
         "optimizer": {"type": optimizer, **options},
         "epochs": epochs,
-        "batch_size": batch_size or len(inputs),
+        "batch_size": min(batch_size or len(inputs), len(inputs)),  # the rows per step, not the request
         "seed": seed,
         "samples": len(inputs),
         "final_loss": history[-1]["loss"],

@@ -412,6 +412,15 @@ def test_a_flat_list_of_targets_is_one_per_row_as_post_train_reads_it(files):
     assert (files / "flat-model.json").read_bytes() == (files / "rows-model.json").read_bytes()
 
 
+@pytest.mark.parametrize(("batch_size", "recorded"), [(None, 4), (3, 3), (4, 4), (10**29, 4)])
+def test_the_recorded_batch_size_is_the_rows_per_step(files, batch_size, recorded):
+    # --batch-size 10**29 on 4 rows was recorded as 10**29 in metadata.training.
+    options = [] if batch_size is None else ["--batch-size", batch_size]
+    result = run("train", files / "arch.json", files / "xor.csv", "-o", files / "m.json", "--epochs", "2", *options)
+    assert result.exit_code == 0, result.output
+    assert load(files / "m.json").metadata["training"]["batch_size"] == recorded
+
+
 def test_an_output_that_cannot_be_written_is_refused_before_training(files):
     # It was found only after the last epoch, so a long run was lost to a typo in -o.
     result = run("train", files / "arch.json", files / "xor.csv", "-o", files / "no-dir" / "m.json", "--epochs", "5")
