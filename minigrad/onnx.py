@@ -60,9 +60,9 @@ class OnnxImportError(ModelFormatError):
     initializer, e.g. ``node 'Conv_0' (Conv)``."""
 
 
-def _type_name(element: int) -> str:
+def _type_name(number: int, enum=TensorProto.DataType) -> str:
     """FLOAT, INT64...; a number outside the enum (a corrupt or future file) as itself, not protobuf's ValueError."""
-    return TensorProto.DataType.Name(element) if element in TensorProto.DataType.values() else str(element)
+    return enum.Name(number) if number in enum.values() else str(number)
 
 
 def _refuse(location: str, message: str):
@@ -309,8 +309,26 @@ class _Graph:
         return nodes, two_class
 
 
+# The attributes the import reads, with the type the ONNX spec gives them: a value of another type (a list
+# for Cast's 'to') is refused naming the node, not compared or iterated as if it had the right one.
+_ATTRIBUTE_TYPES = {
+    "alpha": onnx.AttributeProto.FLOAT, "beta": onnx.AttributeProto.FLOAT, "transA": onnx.AttributeProto.INT,
+    "transB": onnx.AttributeProto.INT, "axis": onnx.AttributeProto.INT, "allowzero": onnx.AttributeProto.INT,
+    "to": onnx.AttributeProto.INT, "classlabels_strings": onnx.AttributeProto.STRINGS,
+    "classlabels_int64s": onnx.AttributeProto.INTS,
+}
+
+
 def _attributes(node) -> dict:
-    return {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+    values = {}
+    for attribute in node.attribute:
+        expected = _ATTRIBUTE_TYPES.get(attribute.name)
+        if expected is not None and attribute.type != expected:
+            kinds = onnx.AttributeProto.AttributeType
+            _refuse(_node_location(node), f"attribute '{attribute.name}' is {_type_name(attribute.type, kinds)}; "
+                                          f"expected {_type_name(expected, kinds)}")
+        values[attribute.name] = helper.get_attribute_value(attribute)
+    return values
 
 
 def _linear(weight: np.ndarray, bias: np.ndarray | None, node, bias_name: str | None) -> dict:

@@ -4,6 +4,7 @@ predict like their originals, JSON -> ONNX -> JSON is bitwise, and other graphs 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -471,6 +472,29 @@ def test_type_numbers_outside_the_onnx_enum_are_refused_not_crashed_on():
     model.graph.input[0].type.tensor_type.elem_type = 99
     with pytest.raises(OnnxImportError, match=r"^input 'x': expected a float or double tensor, got 99"):
         minigrad.onnx.loads(model.SerializeToString())
+
+
+@pytest.mark.parametrize(("attribute", "value", "message"), [
+    ("to", [1, 2], "node 'cast' (Cast): attribute 'to' is INTS; expected INT"),
+    ("transB", 1.5, "node 'fc' (Gemm): attribute 'transB' is FLOAT; expected INT"),
+])
+def test_attributes_of_the_wrong_type_are_refused_naming_the_node(attribute, value, message):
+    # A list for Cast's 'to' escaped loads() as TypeError("unhashable type: 'list'"); a float transB was truthy.
+    nodes = [("Cast", ["x"], ["c"], "cast", {"to": TensorProto.FLOAT}), ("Gemm", ["c", "W", "b"], ["y"], "fc", {})]
+    node = nodes[0] if attribute == "to" else nodes[1]
+    node[4][attribute] = value
+    with pytest.raises(OnnxImportError, match=f"^{re.escape(message)}"):
+        minigrad.onnx.loads(graph_bytes(nodes, [W, B]))
+
+
+def test_class_labels_of_the_wrong_type_are_refused_naming_the_zipmap():
+    # An int where ZipMap's classlabels_int64s list belongs escaped as TypeError("'int' object is not iterable").
+    zipmap = ("ZipMap", ["y"], ["z"], "zip", {"classlabels_int64s": 3, "domain": "ai.onnx.ml"})
+    data = ml_graph_bytes([("Gemm", ["x", "W", "b"], ["y"], "fc", {}), zipmap],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 3])])
+    with pytest.raises(OnnxImportError, match=r"^node 'zip' \(ZipMap\): attribute 'classlabels_int64s' is INT; "
+                                              "expected INTS"):
+        minigrad.onnx.loads(data)
 
 
 def test_a_declared_shape_larger_than_its_data_is_refused_naming_the_initializer():
