@@ -328,6 +328,18 @@ def test_a_job_interrupted_by_a_consumer_shutdown_goes_back_to_the_queue(app, cl
         assert finished(client, job["id"])["status"] == "succeeded"
 
 
+def test_a_job_stopped_between_dequeue_and_claim_goes_back_to_the_queue(app, client):
+    # SIGTERM after a consumer took the task but before it claimed the job: only running jobs were put
+    # back, so this one stayed queued with no task, to be reaped as lost a heartbeat timeout later.
+    backend = backend_of(app)
+    job = client.post("/train", json=xor_request()).get_json()
+    task = backend.huey.dequeue()
+    backend.huey._emit(huey_signals.SIGNAL_INTERRUPTED, task)  # the stop came before run_training_job
+    assert backend.huey.pending_count() == 1
+    with consumer_thread(backend):
+        assert finished(client, job["id"])["status"] == "succeeded"
+
+
 def test_a_run_put_back_in_the_queue_and_claimed_again_stops_and_registers_nothing(app, client):
     # SIGTERM: the consumer puts its running job back in the queue (SIGNAL_INTERRUPTED) while its worker
     # thread still trains until the process exits. Another consumer claimed the job meanwhile, and the

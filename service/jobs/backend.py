@@ -127,7 +127,13 @@ class JobBackend:
             return
         reset = {"status": QUEUED, "started_at": None, "heartbeat_at": None, "worker": None, "epoch": 0,
                  "attempt": None, "result": None}
-        if self.store.update(task.id, expect={RUNNING}, **reset) is not None:
+
+        # Also a job still queued: its task was taken from the queue but the stop came before the claim,
+        # and without a task in the queue it would only wait to be reaped as lost.
+        def unfinished(record):
+            return record["status"] == RUNNING or (record["status"] == QUEUED and not record["cancel_requested"])
+
+        if self.store.update(task.id, expect=unfinished, **reset) is not None:
             self.store.clear_history(task.id)
             self.huey.enqueue(task)
             logger.warning("job %s interrupted by the consumer's shutdown: put back in the queue", task.id)
