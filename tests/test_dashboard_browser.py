@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,35 @@ def test_token_unlocks_write_actions_and_protected_predictions(tmp_path, page):
         delete.wait_for(state="visible")
         page.click("#token-forget")
         assert not delete.is_visible()
+
+
+def test_a_running_job_card_keeps_following_through_a_queue_outage(tmp_path, page):
+    # The card stopped refreshing itself at the first answer that was not ok: a 503 while Redis restarted
+    # (or a refused connection while gunicorn did) froze it as "running" until the page was reloaded.
+    from service.jobs.backend import JobBackend
+    from service.jobs.settings import JobSettings
+    from service.jobs.store import RUNNING, SUCCEEDED, new_record
+
+    env = model_env(tmp_path)
+    store = JobBackend(JobSettings(data_dir=tmp_path / "var", model_dir=tmp_path / "models")).store
+    store.create(new_record("outage", {"architecture": [{"type": "Linear", "in_features": 2, "out_features": 1}]},
+                            10), max_active=10)
+    store.update("outage", status=RUNNING, started_at=time.time(), heartbeat_at=time.time() + 3600, epoch=3)
+    server = GunicornServer(env=env, workers=1).start()
+    try:
+        refusals = []
+
+        def queue_down(route):  # the next two refreshes meet the queue down, then it is back
+            if len(refusals) < 2:
+                refusals.append(route.request.url)
+                return route.fulfill(status=503, content_type="application/problem+json", body="{}")
+            return route.continue_()
+
+        page.route("**/ui/jobs/outage/card", queue_down)
+        page.goto(server.url + "/")
+        # page.wait_for_timeout, not sleep: Playwright calls the route handler while the page is waited on.
+        wait_for(lambda: page.wait_for_timeout(50) or len(refusals) == 2, 15, what="two refreshes refused")
+        store.update("outage", status=SUCCEEDED, finished_at=time.time(), epoch=10)
+        expect(page.locator("#job-outage")).to_have_attribute("data-status", "succeeded", timeout=10_000)
+    finally:
+        server.stop()

@@ -70,8 +70,14 @@ document.addEventListener("click", async (event) => {
 function follow(card) {
   setTimeout(async () => {
     if (document.hidden) return follow(card);
-    const response = await fetch(card.dataset.cardUrl);
-    if (!response.ok) return;
+    let response;
+    try {
+      response = await fetch(card.dataset.cardUrl);
+    } catch {
+      return follow(card); // the server restarting: try again, as after a 5xx
+    }
+    if (response.status >= 500) return follow(card); // the job queue down for a moment (503)
+    if (!response.ok) return; // the job is gone (404): nothing more to follow
     const template = document.createElement("template");
     template.innerHTML = (await response.text()).trim();
     const fresh = template.content.firstElementChild;
