@@ -23,9 +23,20 @@ from .request_log import log_to_stderr_as_json, log_warnings_as_json
 logger = logging.getLogger("minigrad.worker")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if value < 1:  # 0 threads would start a consumer that runs nothing, for ever
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="minigrad-worker", description=__doc__.splitlines()[0])
-    parser.add_argument("-w", "--workers", type=int, default=int(os.environ.get("MINIGRAD_WORKERS", "1")),
+    # A string default goes through ``type`` too, so $MINIGRAD_WORKERS is checked like the option.
+    parser.add_argument("-w", "--workers", type=_positive_int, default=os.environ.get("MINIGRAD_WORKERS", "1"),
                         help="jobs run at the same time by this consumer (default: $MINIGRAD_WORKERS or 1)")
     parser.add_argument("-k", "--worker-type", choices=WORKER_TYPES, default="thread",
                         help="Huey worker model; 'process' trains several jobs on several cores (default: thread)")
