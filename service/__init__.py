@@ -5,13 +5,11 @@
 
 from __future__ import annotations
 
-import os
-
 from flask import Flask
 
 from . import dashboard, docs, health, inference_v2, metrics, models, predict, request_log, train_api
 from .api import Api
-from .config import load_config
+from .config import ensure_directory, load_config
 from .docs import ASSETS_URL
 from .jobs import app_job_settings
 from .registry import EXTENSION_KEY, ModelRegistry
@@ -45,7 +43,7 @@ def create_app(config=None) -> Flask:
     app.config.update(load_config(config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MINIGRAD_MAX_BODY_BYTES"]
     app_job_settings(app.config)  # a bad MINIGRAD_* job setting stops the start, saying which
-    os.makedirs(app.config["MINIGRAD_MODEL_DIR"], exist_ok=True)
+    ensure_directory("MINIGRAD_MODEL_DIR", app.config["MINIGRAD_MODEL_DIR"], writable=False)
     app.extensions[EXTENSION_KEY] = ModelRegistry(app.config["MINIGRAD_MODEL_DIR"],
                                                   recheck_seconds=app.config["MINIGRAD_MODEL_RECHECK_SECONDS"])
 

@@ -41,14 +41,18 @@ def _as_bool(name: str, value) -> bool:
     raise ConfigError(f"{name}: expected one of 1/0, true/false, yes/no, on/off; got {value!r}")
 
 
-def _as_positive_int(name: str, value) -> int:
+def _as_int(name: str, value, low: int, high: int | None, expected: str) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a positive integer (bytes), got {value!r}") from None
-    if number < 1:
-        raise ConfigError(f"{name}: expected a positive integer (bytes), got {value!r}")
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
     return number
+
+
+def _as_positive_int(name: str, value) -> int:
+    return _as_int(name, value, 1, None, "a positive integer (bytes)")
 
 
 def _as_seconds(name: str, value) -> float:
@@ -81,3 +85,32 @@ def load_config(overrides: Mapping | None = None, environ: Mapping | None = None
                             ("MINIGRAD_MODEL_RECHECK_SECONDS", _as_seconds)):
         settings[name] = normalize(name, settings[name])
     return settings
+
+
+def server_settings(environ: Mapping | None = None) -> dict:
+    """gunicorn's settings from the environment (read by ``service/gunicorn_config.py``): ``port`` from
+    ``PORT`` (8000), ``workers`` from ``WEB_CONCURRENCY`` (2), ``threads`` from ``GUNICORN_THREADS`` (4).
+
+    Raises ``ConfigError``: gunicorn itself would take 0 workers and serve nothing, boot workers that die on
+    0 threads, or fail on a port out of range with a traceback.
+    """
+    environ = os.environ if environ is None else environ
+    return {
+        "port": _as_int("PORT", environ.get("PORT", "8000"), 1, 65535, "a TCP port number (1-65535)"),
+        "workers": _as_int("WEB_CONCURRENCY", environ.get("WEB_CONCURRENCY", "2"), 1, None,
+                           "a number of worker processes (1 or more)"),
+        "threads": _as_int("GUNICORN_THREADS", environ.get("GUNICORN_THREADS", "4"), 1, None,
+                           "a number of threads per worker (1 or more)"),
+    }
+
+
+def ensure_directory(name: str, path: str, writable: bool) -> None:
+    """Create ``path`` (the value of the variable ``name``) if missing; raises ``ConfigError`` when it is not a
+    directory this process can read (and, when ``writable``, write)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{name}: {path} is not a directory and cannot be made one ({error.strerror})") from None
+    wanted = os.R_OK | os.X_OK | (os.W_OK if writable else 0)
+    if not os.access(path, wanted):
+        raise ConfigError(f"{name}: {path} is not {'writable' if writable else 'readable'} by this process")

@@ -9,19 +9,24 @@ Environment: ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (workers, default 2), 
 ``service.create_app`` reads.
 """
 
-import os
+from service.config import server_settings
+from service.startup import refuse_bad_settings
+
+# Read once by the master: a bad setting stops gunicorn here, before any worker boots (and fails) on it.
+refuse_bad_settings("gunicorn")
+_server = server_settings()
 
 wsgi_app = "service:create_app()"
 # Loopback only: put a reverse proxy (TLS, rate limits) in front before exposing it further.
-bind = f"127.0.0.1:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+bind = f"127.0.0.1:{_server['port']}"
+workers = _server["workers"]
 # Threads, for HTTP keep-alive: clients that keep their connection (tritonclient, requests.Session,
 # load generators) skip a TCP handshake per request, which costs more than a small prediction
 # (measured: ~20% less CPU per XOR prediction than sync workers). Threads also keep one slow client
 # (a large body trickling in) from holding a whole worker. The work itself is CPU-bound, so a few
 # threads per worker are enough; more processes (WEB_CONCURRENCY) is how to use more cores.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = _server["threads"]
 keepalive = 5
 # Large batches (a 1,000 x 784 JSON body is ~16 MB) take a while to read and parse.
 timeout = 60

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .metrics import prepare_multiprocess_dir
+from .startup import refuse_bad_settings
 
 # The project's gunicorn.conf.py in a checkout (``make serve``); the same settings from the package otherwise.
 _PROJECT_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
@@ -61,6 +62,7 @@ def stop_all(processes: dict[str, subprocess.Popen]) -> None:
 
 def main(argv=None) -> int:
     gunicorn_args = sys.argv[1:] if argv is None else argv
+    refuse_bad_settings("serve")  # before anything starts: gunicorn and the consumer would each fail on it
     stopping = False
 
     def request_stop(signum, frame):

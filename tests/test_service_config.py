@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from service import create_app
-from service.config import ConfigError, load_config
+from service.config import ConfigError, load_config, server_settings
+from service.testing import GUNICORN_CONF, REPO_ROOT, free_port
 
 
 def test_defaults():
@@ -55,3 +58,61 @@ def test_create_app_reads_the_environment(monkeypatch, tmp_path):
     assert app.config["MAX_CONTENT_LENGTH"] == 2048
     assert (tmp_path / "m").is_dir()
     assert app.test_client().get("/models").get_json() == {"models": []}
+
+
+def test_server_settings_from_the_environment():
+    assert server_settings({}) == {"port": 8000, "workers": 2, "threads": 4}
+    assert server_settings({"PORT": "9000", "WEB_CONCURRENCY": "3", "GUNICORN_THREADS": "1"}) == {
+        "port": 9000, "workers": 3, "threads": 1}
+
+
+# Each of these once started gunicorn anyway: a traceback (port 70000, a file as a directory, a bad MINIGRAD_*
+# value raised in the master's hook or in every worker as it booted), 0 workers listening and answering
+# nothing, or workers dying at boot on 0 threads. Now gunicorn, and serve, stop with one line naming it.
+BAD_START_SETTINGS = [
+    ("PORT", "abc", "expected a TCP port number"),
+    ("PORT", "70000", "expected a TCP port number (1-65535), got '70000'"),
+    ("WEB_CONCURRENCY", "0", "expected a number of worker processes (1 or more)"),
+    ("GUNICORN_THREADS", "0", "expected a number of threads per worker (1 or more)"),
+    ("GUNICORN_THREADS", "four", "expected a number of threads per worker"),
+    ("MINIGRAD_MAX_BODY_BYTES", "abc", "expected a positive integer"),
+    ("MINIGRAD_PROTECT_PREDICT", "garbage", "expected one of 1/0"),
+    ("MINIGRAD_MODEL_RECHECK_SECONDS", "-1", "0 or more"),
+    ("MINIGRAD_MODEL_DIR", "{file}", "is not a directory and cannot be made one"),
+    ("MINIGRAD_DATA_DIR", "{file}/var", "is not a directory and cannot be made one"),
+]
+
+
+@pytest.mark.parametrize("name, value, fragment", BAD_START_SETTINGS)
+def test_bad_settings_stop_gunicorn_before_a_worker_boots(name, value, fragment, tmp_path):
+    result = _start_with(["-m", "gunicorn", "-c", str(GUNICORN_CONF)], name, value, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line, no traceback
+    assert result.stderr.startswith(f"gunicorn: {name}: ") and fragment in result.stderr
+    assert "Booting worker" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name, value, fragment", BAD_START_SETTINGS[1:3] + BAD_START_SETTINGS[-1:])
+def test_bad_settings_stop_serve_before_it_starts_anything(name, value, fragment, tmp_path):
+    result = _start_with(["-m", "service.serve"], name, value, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
+    assert result.stderr.startswith(f"serve: {name}: ") and fragment in result.stderr
+    assert not (tmp_path / "var").exists()  # nothing started: no metrics directory, no job store
+
+
+def test_create_app_names_a_model_dir_that_is_a_file(tmp_path):
+    (tmp_path / "models").write_text("not a directory")
+    with pytest.raises(ConfigError, match="MINIGRAD_MODEL_DIR: .* is not a directory"):
+        create_app({"MINIGRAD_MODEL_DIR": str(tmp_path / "models"), "MINIGRAD_DATA_DIR": str(tmp_path / "var")})
+
+
+def _start_with(arguments, name, value, tmp_path) -> subprocess.CompletedProcess:
+    (tmp_path / "file").write_text("a file, not a directory")
+    env = {key: item for key, item in os.environ.items()
+           if not key.startswith(("MINIGRAD_", "PROMETHEUS_")) and key not in ("PORT", "WEB_CONCURRENCY")}
+    env.update({"MINIGRAD_MODEL_DIR": str(REPO_ROOT / "models"), "MINIGRAD_DATA_DIR": str(tmp_path / "var"),
+                "PORT": str(free_port())})
+    env[name] = value.format(file=tmp_path / "file")
+    return subprocess.run([sys.executable, *arguments], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
