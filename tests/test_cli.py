@@ -485,7 +485,7 @@ def test_worker_hands_its_arguments_to_the_consumer():
     assert result.returncode == 0, result.stderr
     assert "minigrad-worker" in result.stdout and "--workers" in result.stdout
     bad = subprocess.run([EXECUTABLE, "worker", "--workers", "many"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "invalid int value: 'many'" in bad.stderr
+    assert bad.returncode == 2 and "expected a whole number of at least 1, got 'many'" in bad.stderr
 
 
 @pytest.mark.parametrize("consumer", [True, False], ids=["with-consumer", "no-consumer"])
