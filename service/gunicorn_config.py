@@ -10,10 +10,11 @@ Environment: ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (workers, default 2), 
 """
 
 from service.config import server_settings
-from service.startup import refuse_bad_settings
+from service.startup import refuse_bad_settings, share_metrics_of_a_running_service
 
 # Read once by the master: a bad setting stops gunicorn here, before any worker boots (and fails) on it.
 refuse_bad_settings("gunicorn")
+share_metrics_of_a_running_service("gunicorn")  # before on_starting would empty a running server's metrics
 _server = server_settings()
 
 wsgi_app = "service:create_app()"

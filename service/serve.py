@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .metrics import prepare_multiprocess_dir
-from .startup import refuse_bad_settings
+from .startup import refuse_bad_settings, share_metrics_of_a_running_service
 
 # The project's gunicorn.conf.py in a checkout (``make serve``); the same settings from the package otherwise.
 _PROJECT_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     # One metrics directory for both, so /metrics also counts the consumer's training time.
+    share_metrics_of_a_running_service("serve")
     prepare_multiprocess_dir()
     processes = {
         "gunicorn": start([sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, *gunicorn_args]),

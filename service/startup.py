@@ -6,8 +6,14 @@ A bad value found by a worker as it boots is a traceback per worker and a master
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+from pathlib import Path
+
 from .config import ConfigError, ensure_directory, load_config, server_settings
 from .jobs import app_job_settings
+from .metrics import MULTIPROC_ENV
 
 
 def refuse_bad_settings(program: str) -> dict:
@@ -23,3 +29,38 @@ def refuse_bad_settings(program: str) -> dict:
     except ConfigError as error:
         raise SystemExit(f"{program}: {error}") from None
     return settings
+
+
+def share_metrics_of_a_running_service(program: str, environ=None) -> None:
+    """Keep the metric files of processes still running with this ``MINIGRAD_DATA_DIR``.
+
+    ``prepare_multiprocess_dir`` empties ``$MINIGRAD_DATA_DIR/metrics`` of an earlier run's files. When
+    that run is still going (a second ``make serve`` that will fail on the port in use, or a second server
+    on another port), its workers' counts would vanish from its ``/metrics``; naming the directory in
+    ``PROMETHEUS_MULTIPROC_DIR`` makes it shared, not emptied. A file's process is known by the pid in its
+    name (``counter_<pid>.db``); a pid reused since only keeps old counts in the sums.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(MULTIPROC_ENV):
+        return
+    directory = Path(load_config(environ=environ)["MINIGRAD_DATA_DIR"]) / "metrics"
+    running = sorted({pid for pid in _metric_file_pids(directory) if _is_running(pid)})
+    if running:
+        print(f"{program}: {directory} holds the metrics of running processes {running} (another server with "
+              "this MINIGRAD_DATA_DIR?); they are kept and shared, not emptied", file=sys.stderr)
+        environ[MULTIPROC_ENV] = str(directory)
+
+
+def _metric_file_pids(directory: Path) -> list[int]:
+    return [int(found.group(1)) for path in directory.glob("*.db")
+            if (found := re.search(r"_(\d+)\.db$", path.name))]
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -12,7 +14,8 @@ from jobs_support import WorkerProcess, job_env, redis_server, wait_for, xor_req
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
-from service.testing import GunicornServer, free_port
+from service.startup import share_metrics_of_a_running_service
+from service.testing import GUNICORN_CONF, REPO_ROOT, GunicornServer, free_port
 
 
 def samples(server) -> dict:
@@ -176,3 +179,37 @@ def test_an_unreachable_job_store_leaves_the_other_metrics_answering(model_dir, 
     assert value(scrape, "minigrad_job_store_up") == 0
     assert ("minigrad_jobs", (("status", "queued"),)) not in scrape  # unknown, so not reported as 0
     assert value(scrape, "minigrad_predictions_total", model="xor") == 1
+
+
+def test_the_metrics_of_a_running_server_are_shared_not_emptied(tmp_path):
+    directory = tmp_path / "var" / "metrics"
+    directory.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (directory / f"counter_{dead.pid}.db").write_bytes(b"an earlier run's")
+    environ = {"MINIGRAD_DATA_DIR": str(tmp_path / "var")}
+    share_metrics_of_a_running_service("test", environ)
+    assert MULTIPROC_ENV not in environ  # only dead processes' files: prepare_multiprocess_dir empties them
+
+    (directory / f"histogram_{os.getpid()}.db").write_bytes(b"a running process's")
+    share_metrics_of_a_running_service("test", environ)
+    assert environ[MULTIPROC_ENV] == str(directory)
+    prepare_multiprocess_dir(environ)
+    assert (directory / f"histogram_{os.getpid()}.db").exists()
+
+
+def test_a_second_server_refused_the_port_leaves_the_first_ones_counts(gunicorn, model_dir, tmp_path):
+    # It used to empty the metrics directory at start, before failing on the port in use: the first server's
+    # /metrics then said it had answered nothing.
+    env = {"MINIGRAD_MODEL_DIR": model_dir, "MINIGRAD_DATA_DIR": tmp_path / "var"}
+    server = gunicorn(env=env, workers=1)
+    predict(server, "xor", [[0, 1]])
+    counted = value(samples(server), "minigrad_predictions_total", model="xor")
+    assert counted == 1
+    environment = {**os.environ, **{key: str(item) for key, item in env.items()}, "PORT": str(server.port)}
+    environment.pop(MULTIPROC_ENV, None)
+    second = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--workers", "1"],
+                            cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0 and "Address already in use" in second.stdout + second.stderr
+    assert value(samples(server), "minigrad_predictions_total", model="xor") == counted
+    assert "holds the metrics of running processes" in second.stderr
