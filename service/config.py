@@ -65,6 +65,22 @@ def _as_seconds(name: str, value) -> float:
     return number
 
 
+def _as_token(name: str, value) -> str | None:
+    if not value:
+        return None
+    # The token goes in a header: whitespace around it is dropped on the way (the service strips what it
+    # is sent), and non-ASCII reaches the app as each client encodes it (curl: UTF-8, read as Latin-1);
+    # either made every write a 401 for ever. The message never repeats the token itself.
+    advice = ("expected printable ASCII, e.g. from python -c 'import secrets; print(secrets.token_urlsafe(32))', "
+              "or unset it for no authentication")
+    if value.strip() != value:
+        raise ConfigError(f"{name}: has whitespace at its start or end; {advice}")
+    for position, character in enumerate(value):
+        if not " " <= character <= "~":
+            raise ConfigError(f"{name}: has a character outside printable ASCII at position {position}; {advice}")
+    return value
+
+
 def load_config(overrides: Mapping | None = None, environ: Mapping | None = None) -> dict:
     """The effective settings: ``DEFAULTS`` < environment variables < ``overrides``.
 
@@ -80,8 +96,8 @@ def load_config(overrides: Mapping | None = None, environ: Mapping | None = None
 
     settings["MINIGRAD_MODEL_DIR"] = os.path.abspath(os.fspath(settings["MINIGRAD_MODEL_DIR"]))
     settings["MINIGRAD_DATA_DIR"] = os.path.abspath(os.fspath(settings["MINIGRAD_DATA_DIR"]))
-    settings["MINIGRAD_API_TOKEN"] = settings["MINIGRAD_API_TOKEN"] or None
-    for name, normalize in (("MINIGRAD_PROTECT_PREDICT", _as_bool), ("MINIGRAD_MAX_BODY_BYTES", _as_positive_int),
+    for name, normalize in (("MINIGRAD_API_TOKEN", _as_token), ("MINIGRAD_PROTECT_PREDICT", _as_bool),
+                            ("MINIGRAD_MAX_BODY_BYTES", _as_positive_int),
                             ("MINIGRAD_MODEL_RECHECK_SECONDS", _as_seconds)):
         settings[name] = normalize(name, settings[name])
     return settings

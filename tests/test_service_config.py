@@ -49,6 +49,22 @@ def test_bad_values_name_the_variable(name, value, fragment):
         load_config(environ={name: value})
 
 
+# Each of these was taken as the token, and no request could present it (the service strips what it is sent;
+# curl sends UTF-8 that arrives as Latin-1): every write a 401 for ever. The message never shows the token.
+@pytest.mark.parametrize("token, fragment", [
+    ("   ", "whitespace at its start or end"),
+    ("s3cret-value\n", "whitespace at its start or end"),
+    (" s3cret-value", "whitespace at its start or end"),
+    ("s3cret-välue", "outside printable ASCII at position 8"),
+    ("s3cret\x00value", "outside printable ASCII at position 6"),
+])
+def test_a_token_no_client_could_send_is_refused(token, fragment):
+    with pytest.raises(ConfigError, match=f"MINIGRAD_API_TOKEN: .*{fragment}") as refused:
+        load_config(environ={"MINIGRAD_API_TOKEN": token})
+    assert "s3cret" not in str(refused.value)
+    assert load_config(environ={"MINIGRAD_API_TOKEN": "a token-with.spaces_inside~"})["MINIGRAD_API_TOKEN"]
+
+
 def test_create_app_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIGRAD_MODEL_DIR", str(tmp_path / "m"))
     monkeypatch.setenv("MINIGRAD_DATA_DIR", str(tmp_path / "v"))
@@ -77,6 +93,7 @@ BAD_START_SETTINGS = [
     ("GUNICORN_THREADS", "four", "expected a number of threads per worker"),
     ("MINIGRAD_MAX_BODY_BYTES", "abc", "expected a positive integer"),
     ("MINIGRAD_PROTECT_PREDICT", "garbage", "expected one of 1/0"),
+    ("MINIGRAD_API_TOKEN", "  ", "has whitespace at its start or end"),
     ("MINIGRAD_MODEL_RECHECK_SECONDS", "-1", "0 or more"),
     ("MINIGRAD_MODEL_DIR", "{file}", "is not a directory and cannot be made one"),
     ("MINIGRAD_DATA_DIR", "{file}/var", "is not a directory and cannot be made one"),
