@@ -83,12 +83,19 @@ def main(argv=None) -> int:
         exited = next((name for name, p in processes.items() if p.poll() is not None), None)
         time.sleep(0.2)
     if exited:
-        print(f"serve: {exited} exited with status {processes[exited].returncode}; stopping the rest",
-              file=sys.stderr)
+        print(f"serve: {exited} {_how_it_ended(processes[exited].returncode)}; stopping the rest", file=sys.stderr)
     stop_all(processes)
     if exited is None:
         return 0
-    return processes[exited].returncode or 1
+    code = processes[exited].returncode
+    # The shell's convention for a death by signal (128 + its number); sys.exit(-9) would be status 247.
+    return 128 - code if code < 0 else code or 1
+
+
+def _how_it_ended(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
 
 
 if __name__ == "__main__":

@@ -172,3 +172,26 @@ def test_a_killed_serve_takes_gunicorn_and_the_consumer_with_it(tmp_path):
                 os.kill(pid, signal.SIGKILL)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/healthz", timeout=2)
+
+
+@pytest.mark.parametrize("dying", ["gunicorn", "service.worker"])
+def test_serve_stops_the_other_process_and_says_which_died_when_one_is_killed(dying, tmp_path):
+    """Half a service never runs unnoticed: a SIGKILLed gunicorn master or consumer stops the other, and
+    serve exits 128 + 9 as a shell would report it (it used to exit 247, from sys.exit(-9))."""
+    log = tmp_path / "serve.log"
+    process, url = start_serve(job_env(tmp_path), log)
+    try:
+        both = children(process.pid)
+        (victim,) = [pid for pid in both if dying.encode() in open(f"/proc/{pid}/cmdline", "rb").read()]
+        everything = both + [worker for pid in both for worker in children(pid)]
+        os.kill(victim, signal.SIGKILL)
+        assert process.wait(timeout=30) == 128 + signal.SIGKILL
+        # gunicorn's workers notice their master is gone within a second or two, then stop.
+        wait_for(lambda: all(gone(pid) for pid in everything), 30, what="every process of the service to stop")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    name = "gunicorn" if dying == "gunicorn" else "consumer"
+    assert f"serve: {name} was killed by SIGKILL; stopping the rest" in log.read_text()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/healthz", timeout=2)
