@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 from redis.exceptions import RedisError
 
 from .auth import check_token
@@ -222,4 +222,6 @@ def token_check():
     """204 when the request's bearer token is accepted (or none is configured): the page asks before it
     shows write actions."""
     check_token()
-    return "", 204
+    answer = Response(status=204)
+    del answer.headers["Content-Type"]  # no body, so no media type (Flask's default would say text/html)
+    return answer

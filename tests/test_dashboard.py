@@ -330,7 +330,8 @@ def test_without_a_token_configured_write_actions_show_and_nothing_asks(app, cli
     buttons = write_buttons(parsed)
     assert len(buttons) == 3 and not any("hidden" in b for b in buttons)  # two models, one job
     assert not parsed.find(id="token-form")
-    assert client.get("/ui/token").status_code == 204
+    checked = client.get("/ui/token")
+    assert checked.status_code == 204 and checked.data == b"" and "Content-Type" not in checked.headers
 
 
 def test_with_a_token_write_actions_wait_for_it_and_reading_needs_none(protected_app):
