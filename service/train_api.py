@@ -19,6 +19,7 @@ from .jobs.schemas import JobListSchema, JobSchema, PageArgsSchema, TrainRequest
 from .jobs.store import ACTIVE, CANCELLED, FINISHED, QUEUED, SUCCEEDED
 from .registry import get_registry
 from .schemas import model_document_schema
+from .stopping import STOPPING
 
 blp = Blueprint("jobs", __name__, description="Training jobs: submit, follow, cancel, fetch the trained model")
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ def _wait_until_finished(job_id: str, seconds: float) -> dict:
         deadline = time.monotonic() + min(seconds, backend.settings.max_wait_seconds)
         record = store.get(job_id)
         while record is not None and record["status"] in ACTIVE and time.monotonic() < deadline:
-            time.sleep(WAIT_POLL_SECONDS)
+            if STOPPING.wait(WAIT_POLL_SECONDS):  # this worker stops: answer now, while the answer can reach
+                break
             record = store.get(job_id)
     finally:
         backend.waiting_requests.leave()

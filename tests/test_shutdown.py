@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import signal
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -195,3 +196,32 @@ def test_serve_stops_the_other_process_and_says_which_died_when_one_is_killed(dy
     assert f"serve: {name} was killed by SIGKILL; stopping the rest" in log.read_text()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/healthz", timeout=2)
+
+
+def test_sigterm_ends_a_train_wait_with_the_jobs_202_before_gunicorn_cuts_it_off(gunicorn, model_dir, tmp_path):
+    """POST /train?wait=25 with no consumer waits its whole 25 s; gunicorn kills a stopping worker after its
+    graceful_timeout (10 s). It used to be cut off without an answer, its client never learning the id of
+    the job it had queued; the wait now ends at SIGTERM with the 202 and Location it would end with."""
+    server = gunicorn(env=job_env(tmp_path, MINIGRAD_MODEL_DIR=model_dir), workers=1)
+    answers = []
+
+    def submit():
+        try:
+            answers.append(requests.post(f"{server.url}/train?wait=25", json=xor_request(), timeout=60))
+        except requests.RequestException as error:  # before: the connection closed with no answer
+            answers.append(error)
+
+    waiting = threading.Thread(target=submit)
+    waiting.start()
+    try:
+        wait_for(lambda: requests.get(f"{server.url}/jobs", timeout=10).json()["total"] == 1, 20,
+                 what="the job to be queued")
+        time.sleep(0.2)  # the request is past its submission, in its wait
+        server.process.send_signal(signal.SIGTERM)
+    finally:
+        waiting.join(timeout=60)
+    (answer,) = answers
+    assert isinstance(answer, requests.Response), answer
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["Location"] == f"/jobs/{answer.json()['id']}" and answer.json()["status"] == "queued"
+    assert server.process.wait(timeout=30) == 0
