@@ -23,9 +23,12 @@ def refuse_bad_settings(program: str) -> dict:
     try:
         settings = load_config()
         server_settings()
-        app_job_settings(settings)
+        jobs = app_job_settings(settings)
         ensure_directory("MINIGRAD_MODEL_DIR", settings["MINIGRAD_MODEL_DIR"], writable=False)
-        ensure_directory("MINIGRAD_DATA_DIR", settings["MINIGRAD_DATA_DIR"], writable=True)
+        # It holds the SQLite queue and the metric files; with Redis and a metrics directory of its own
+        # the service writes nothing there (a read-only root file system, say).
+        if jobs.redis_url is None or not os.environ.get(MULTIPROC_ENV):
+            ensure_directory("MINIGRAD_DATA_DIR", settings["MINIGRAD_DATA_DIR"], writable=True)
     except ConfigError as error:
         raise SystemExit(f"{program}: {error}") from None
     return settings

@@ -133,3 +133,19 @@ def _start_with(arguments, name, value, tmp_path) -> subprocess.CompletedProcess
     env[name] = value.format(file=tmp_path / "file")
     return subprocess.run([sys.executable, *arguments], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
+
+
+def test_a_data_dir_the_service_does_not_write_to_is_not_checked(tmp_path):
+    # Redis holds the jobs and PROMETHEUS_MULTIPROC_DIR the metrics: a read-only root file system may leave
+    # MINIGRAD_DATA_DIR unmakeable, and the service must start anyway.
+    (tmp_path / "file").write_text("a file, not a directory")
+    env = {key: item for key, item in os.environ.items() if not key.startswith(("MINIGRAD_", "PROMETHEUS_"))}
+    env.update({"MINIGRAD_MODEL_DIR": str(REPO_ROOT / "models"), "MINIGRAD_DATA_DIR": str(tmp_path / "file" / "var"),
+                "MINIGRAD_REDIS_URL": "redis://127.0.0.1:1/0", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")})
+    checked = subprocess.run([sys.executable, "-c", "from service.startup import refuse_bad_settings as r; r('t')"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    del env["MINIGRAD_REDIS_URL"]  # the SQLite queue lives there
+    checked = subprocess.run([sys.executable, "-c", "from service.startup import refuse_bad_settings as r; r('t')"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 1 and checked.stderr.startswith("t: MINIGRAD_DATA_DIR: ")
