@@ -100,6 +100,10 @@ def load_config(overrides: Mapping | None = None, environ: Mapping | None = None
                             ("MINIGRAD_MAX_BODY_BYTES", _as_positive_int),
                             ("MINIGRAD_MODEL_RECHECK_SECONDS", _as_seconds)):
         settings[name] = normalize(name, settings[name])
+    if settings["MINIGRAD_PROTECT_PREDICT"] and settings["MINIGRAD_API_TOKEN"] is None:
+        # Asked for protected predictions, it would open them (and every write) to anyone without a word.
+        raise ConfigError("MINIGRAD_PROTECT_PREDICT: is set, but MINIGRAD_API_TOKEN is not, so nothing would need "
+                          "a token; set MINIGRAD_API_TOKEN, or MINIGRAD_PROTECT_PREDICT=0")
     return settings
 
 

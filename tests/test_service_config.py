@@ -31,7 +31,8 @@ def test_environment_then_mapping():
     assert settings["MINIGRAD_MODEL_DIR"] == "/srv/models"
     assert (settings["MINIGRAD_API_TOKEN"], settings["MINIGRAD_PROTECT_PREDICT"]) == ("t", True)
     assert settings["MINIGRAD_MAX_BODY_BYTES"] == 1024
-    overridden = load_config({"MINIGRAD_MODEL_DIR": "/elsewhere", "MINIGRAD_API_TOKEN": ""}, environ=environ)
+    overridden = load_config({"MINIGRAD_MODEL_DIR": "/elsewhere", "MINIGRAD_API_TOKEN": "",
+                              "MINIGRAD_PROTECT_PREDICT": False}, environ=environ)
     assert overridden["MINIGRAD_MODEL_DIR"] == "/elsewhere"
     assert overridden["MINIGRAD_API_TOKEN"] is None  # empty means no token
 
@@ -63,6 +64,15 @@ def test_a_token_no_client_could_send_is_refused(token, fragment):
         load_config(environ={"MINIGRAD_API_TOKEN": token})
     assert "s3cret" not in str(refused.value)
     assert load_config(environ={"MINIGRAD_API_TOKEN": "a token-with.spaces_inside~"})["MINIGRAD_API_TOKEN"]
+
+
+def test_protected_predictions_without_a_token_are_refused():
+    # They were taken as asked, and with no token nothing needed one: predictions stayed open to anyone.
+    with pytest.raises(ConfigError, match="MINIGRAD_PROTECT_PREDICT: is set, but MINIGRAD_API_TOKEN is not"):
+        load_config(environ={"MINIGRAD_PROTECT_PREDICT": "1"})
+    with pytest.raises(ConfigError, match="MINIGRAD_PROTECT_PREDICT"):
+        load_config(environ={"MINIGRAD_PROTECT_PREDICT": "yes", "MINIGRAD_API_TOKEN": ""})
+    assert load_config(environ={"MINIGRAD_PROTECT_PREDICT": "1", "MINIGRAD_API_TOKEN": "t"})["MINIGRAD_PROTECT_PREDICT"]
 
 
 def test_create_app_reads_the_environment(monkeypatch, tmp_path):
