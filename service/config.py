@@ -55,13 +55,18 @@ def _as_positive_int(name: str, value) -> int:
     return _as_int(name, value, 1, None, "a positive integer (bytes)")
 
 
+# A registry lookup reused for longer than this would leave models placed by hand unseen for as long.
+MAX_RECHECK_SECONDS = 3600
+
+
 def _as_seconds(name: str, value) -> float:
+    expected = f"{name}: expected a number of seconds (0 or more, at most {MAX_RECHECK_SECONDS}), got {value!r}"
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a number of seconds (0 or more), got {value!r}") from None
-    if not 0 <= number < float("inf"):
-        raise ConfigError(f"{name}: expected a number of seconds (0 or more), got {value!r}")
+        raise ConfigError(expected) from None
+    if not 0 <= number <= MAX_RECHECK_SECONDS:
+        raise ConfigError(expected)
     return number
 
 

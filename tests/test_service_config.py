@@ -44,6 +44,7 @@ def test_environment_then_mapping():
     ("MINIGRAD_MODEL_RECHECK_SECONDS", "soon", "MINIGRAD_MODEL_RECHECK_SECONDS: expected a number of seconds"),
     ("MINIGRAD_MODEL_RECHECK_SECONDS", "-1", "0 or more"),
     ("MINIGRAD_MODEL_RECHECK_SECONDS", "nan", "0 or more"),
+    ("MINIGRAD_MODEL_RECHECK_SECONDS", "1e300", "at most 3600"),  # hand-placed models would never be seen
 ])
 def test_bad_values_name_the_variable(name, value, fragment):
     with pytest.raises(ConfigError, match=fragment):
