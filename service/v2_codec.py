@@ -303,6 +303,11 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
 # ---------------------------------------------------------------------- response
 
 
+# json.dumps's compact encoding, refusing NaN and infinity instead of writing the non-JSON tokens NaN and
+# Infinity (as /predict's answers do).
+_STRICT_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode_infer_response(
     model_name: str, model_version, request_id: str | None, outputs: list[tuple[str, np.ndarray, bool]]
 ) -> tuple[bytes, dict[str, str]]:
@@ -315,17 +320,19 @@ def encode_infer_response(
             chunks.append(wire.tobytes())
             entry["parameters"] = {"binary_data_size": wire.nbytes}
         else:
-            if not np.isfinite(array).all():
-                raise V2ProtocolError(
-                    f"output {name!r} holds NaN or infinity, which JSON cannot carry; request it as binary data", 422
-                )
             entry["data"] = array.ravel().tolist()
         described.append(entry)
     document = {"model_name": model_name, "model_version": str(model_version)}
     if request_id is not None:
         document["id"] = request_id
     document["outputs"] = described
-    header = json.dumps(document, separators=(",", ":")).encode()
+    try:
+        header = _STRICT_COMPACT_JSON.encode(document).encode()
+    except ValueError:  # only now look for the output that holds NaN or infinity: a good answer pays nothing
+        name = next(name for name, array, as_binary in outputs if not as_binary and not np.isfinite(array).all())
+        raise V2ProtocolError(
+            f"output {name!r} holds NaN or infinity, which JSON cannot carry; request it as binary data", 422
+        ) from None
     if not chunks:
         return header, {"Content-Type": JSON_CONTENT_TYPE}
     headers = {"Content-Type": BINARY_CONTENT_TYPE, HEADER_LENGTH: str(len(header))}

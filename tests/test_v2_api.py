@@ -211,6 +211,21 @@ def test_binary_in_binary_out_is_bit_identical(client, models, name, dtype, data
     assert tail == expected.astype(dtype).tobytes()
 
 
+def test_outputs_that_overflow_are_refused_as_json_and_sent_as_binary(client, model_dir):
+    model = Sequential([Linear(1, 1)])
+    model.layers[0].weight.data[:] = 1e300
+    minigrad.save(model, model_dir / "huge.json")
+    with np.errstate(over="ignore"):
+        refused = client.post("/v2/models/huge/infer", data=infer_body([[1.0], [1e10]]))
+        body, headers = binary_body(np.array([[1.0], [1e10]]), parameters={"binary_data_output": True})
+        sent = client.post("/v2/models/huge/infer", data=body, headers=headers)
+    assert refused.status_code == 422
+    assert json.loads(refused.data) == {  # strict JSON all the same
+        "error": "output 'output' holds NaN or infinity, which JSON cannot carry; request it as binary data"}
+    assert sent.status_code == 200
+    assert np.array_equal(np.frombuffer(split_binary(sent)[1]), [1e300, np.inf])
+
+
 @pytest.mark.parametrize(
     "outputs, request_parameters, binary",
     [
