@@ -15,6 +15,7 @@ from .tensor import (
     _linear_input_error,
     _node,
     _records,
+    _whole_numbers,
     linear,
     linear_array,
     no_grad,
@@ -346,7 +347,7 @@ class CrossEntropyLoss(Layer):
             if t.dtype.kind not in "iu":  # fit passes integers: only other callers pay for these checks
                 if t.dtype.kind not in "bf":
                     raise ValueError(f"target: expected class labels (integers), got an array of {t.dtype}")
-                if t.dtype.kind == "f" and not (np.isfinite(t).all() and np.array_equal(t, np.round(t))):
+                if t.dtype.kind == "f" and not _whole_numbers(t):
                     raise ValueError("target labels must be whole numbers (class indices)")
             labels = t.astype(np.intp, copy=False)
             if labels.size and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= z.shape[1]):

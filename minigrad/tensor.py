@@ -148,6 +148,12 @@ def _records(*tensors) -> bool:
     return False
 
 
+
+def _whole_numbers(values: np.ndarray) -> bool:
+    """Whether every value is a finite whole number (a float array that can stand for positions or labels)."""
+    return bool(np.isfinite(values).all()) and np.array_equal(values, np.round(values))
+
+
 class Tensor:
     """An n-dimensional array with reverse-mode automatic differentiation."""
 
@@ -481,7 +487,7 @@ class Tensor:
             positions = index.data
             # A Tensor holds floats: 0.7 was truncated to 0, and a boolean mask (stored as 1.0/0.0) taken
             # as the positions 1 and 0. Only whole numbers are positions; a mask stays a numpy bool array.
-            if not (np.isfinite(positions).all() and np.array_equal(positions, np.round(positions))):
+            if not _whole_numbers(positions):
                 raise IndexError("a Tensor index must hold whole numbers (positions); use a numpy array for a mask")
             index = positions.astype(np.intp)
         a_shape, dtype = self.data.shape, self.data.dtype

@@ -10,7 +10,7 @@ import numpy as np
 
 from .nn import BCELoss, CrossEntropyLoss, MSELoss
 from .optim import SGD, Adam, Optimizer
-from .tensor import Tensor, _add_reduce, _constant, is_grad_enabled, no_grad
+from .tensor import Tensor, _add_reduce, _constant, _whole_numbers, is_grad_enabled, no_grad
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "LOSSES", "OPTIMIZERS", "DEFAULT_ALPHA"]
 
@@ -50,7 +50,7 @@ def _targets_array(values, name, loss, dtype) -> np.ndarray:
     numbers for ``CrossEntropyLoss``, anything else takes the model's dtype."""
     array = _as_array(values, name)
     if isinstance(loss, CrossEntropyLoss) and array.ndim == 1:
-        if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        if array.dtype.kind == "f" and not _whole_numbers(array):  # finite already (_as_array)
             raise ValueError(f"{name}: class labels must be whole numbers")
         return array
     if isinstance(loss, BCELoss) and (array.min() < 0 or array.max() > 1):
