@@ -6,6 +6,7 @@ The keys are the environment variables' names, so ``create_app({"MINIGRAD_MODEL_
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -41,14 +42,19 @@ def _as_bool(name: str, value) -> bool:
     raise ConfigError(f"{name}: expected one of 1/0, true/false, yes/no, on/off; got {value!r}")
 
 
-def _as_int(name: str, value, low: int, high: int | None, expected: str) -> int:
+def _as_number(name: str, value, convert, low, high, expected: str):
+    """``convert(value)`` (int or float) when it lies in [low, high] (NaN does not), else a ``ConfigError``."""
     try:
-        number = int(value)
-    except (TypeError, ValueError):
+        number = convert(value)
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{name}: expected {expected}, got {value!r}") from None
-    if number < low or (high is not None and number > high):
+    if not low <= number <= high:
         raise ConfigError(f"{name}: expected {expected}, got {value!r}")
     return number
+
+
+def _as_int(name: str, value, low: int, high: int | None, expected: str) -> int:
+    return _as_number(name, value, int, low, math.inf if high is None else high, expected)
 
 
 def _as_positive_int(name: str, value) -> int:
@@ -60,14 +66,8 @@ MAX_RECHECK_SECONDS = 3600
 
 
 def _as_seconds(name: str, value) -> float:
-    expected = f"{name}: expected a number of seconds (0 or more, at most {MAX_RECHECK_SECONDS}), got {value!r}"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(expected) from None
-    if not 0 <= number <= MAX_RECHECK_SECONDS:
-        raise ConfigError(expected)
-    return number
+    return _as_number(name, value, float, 0, MAX_RECHECK_SECONDS,
+                      f"a number of seconds (0 or more, at most {MAX_RECHECK_SECONDS})")
 
 
 def _as_token(name: str, value) -> str | None:
