@@ -9,7 +9,8 @@ before they flow further.
 
 Invariants the engine relies on:
 - gradient arrays are never modified in place (several tensors may share one), so accumulation
-  always allocates; optimizers only read ``.grad``.
+  always allocates; optimizers only read ``.grad`` (plain SGD scales one in place only when the
+  reference counts show nobody else can see it: ``optim._sole_owner``).
 - backward closures capture arrays, never the output Tensor, so a graph holds no reference
   cycle and is freed by reference counting as soon as the loss goes out of scope.
 """

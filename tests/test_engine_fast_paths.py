@@ -199,3 +199,84 @@ def test_mse_sum_is_the_sum_of_squares(dtype):
     np.testing.assert_allclose(loss.data, ((p - t) ** 2).sum(), rtol=1e-6 if dtype == np.float32 else 1e-14)
     loss.backward()
     np.testing.assert_array_equal(pred.grad.data, 2 * (p - t))
+
+
+# SGD scales a gradient in place when the step drops it and nothing else can see it (optim._sole_owner).
+def _unpacked_sgd(parameters, monkeypatch, **settings):
+    monkeypatch.setattr(optim, "PACK_LIMIT", 0)
+    return SGD(parameters, alpha=0.05, **settings)
+
+
+def test_a_plain_backward_leaves_gradients_sgd_may_scale_in_place():
+    # If this fails, the in-place path is never taken (e.g. a new Python counts references differently):
+    # slower, not wrong.
+    model = Sequential([Linear(4, 3, rng=np.random.default_rng(1)), Relu(), Linear(3, 2, rng=np.random.default_rng(2))])
+    MSELoss()(model(Tensor(rng.normal(size=(5, 4)))), Tensor(rng.normal(size=(5, 2)))).backward()
+    for p in model.get_parameters():
+        grad = p.grad
+        g = grad.data
+        alone = optim._sole_owner(grad, g)  # outside the assert: pytest's rewriting of it holds references
+        kept = g
+        shared = optim._sole_owner(grad, g)  # one more reference: the caller's
+        del kept
+        assert alone and not shared
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_in_place_sgd_step_equals_the_formula_bit_for_bit(dtype, monkeypatch):
+    model = Sequential([Linear(6, 5, rng=np.random.default_rng(1), dtype=dtype), Relu(),
+                        Linear(5, 2, rng=np.random.default_rng(2), dtype=dtype)])
+    optimizer = _unpacked_sgd(model.get_parameters(), monkeypatch)
+    x, y = rng.normal(size=(7, 6)).astype(dtype), rng.normal(size=(7, 2)).astype(dtype)
+    MSELoss()(model(Tensor(x)), Tensor(y)).backward()
+    expected = [p.data - 0.05 * p.grad.data for p in model.get_parameters()]
+    optimizer.step()
+    for p, e in zip(model.get_parameters(), expected):
+        assert p.data.dtype == dtype and p.grad is None
+        np.testing.assert_array_equal(p.data, e)
+
+
+def test_a_gradient_the_caller_kept_is_not_changed_by_the_step(monkeypatch):
+    w = Tensor(rng.normal(size=(3, 2)), autograd=True)
+    optimizer = _unpacked_sgd([w], monkeypatch)
+    (Tensor(rng.normal(size=(4, 3))) @ w).tanh().sum().backward()
+    kept_tensor, before = w.grad, w.grad.data.copy()
+    kept_array = w.grad.data
+    expected = w.data - 0.05 * before
+    optimizer.step()
+    np.testing.assert_array_equal(kept_tensor.data, before)
+    np.testing.assert_array_equal(kept_array, before)
+    np.testing.assert_array_equal(w.data, expected)
+
+
+def test_tensors_sharing_one_gradient_array_are_each_stepped_with_the_whole_gradient(monkeypatch):
+    # a + b hands the same gradient array to both leaves; scaling it in place for a would shrink b's step.
+    a, b = Tensor(rng.normal(size=(3, 2)), autograd=True), Tensor(rng.normal(size=(3, 2)), autograd=True)
+    optimizer = _unpacked_sgd([a, b], monkeypatch)
+    ((a + b) ** 2).sum().backward()
+    assert a.grad.data is b.grad.data  # the sharing this test is about
+    expected = [a.data - 0.05 * a.grad.data, b.data - 0.05 * b.grad.data]
+    optimizer.step()
+    np.testing.assert_array_equal(a.data, expected[0])
+    np.testing.assert_array_equal(b.data, expected[1])
+
+
+def test_a_gradient_that_is_a_view_of_another_is_not_changed_in_place(monkeypatch):
+    # w.T's gradient reaches w as a transposed view of the array v gets: changing it would change v's.
+    w, v = Tensor(rng.normal(size=(2, 3)), autograd=True), Tensor(rng.normal(size=(3, 2)), autograd=True)
+    optimizer = _unpacked_sgd([w, v], monkeypatch)
+    ((w.transpose() + v) ** 2).sum().backward()
+    assert w.grad.data.base is not None
+    expected = [w.data - 0.05 * w.grad.data, v.data - 0.05 * v.grad.data]
+    optimizer.step()
+    np.testing.assert_array_equal(w.data, expected[0])
+    np.testing.assert_array_equal(v.data, expected[1])
+
+
+def test_step_without_zeroing_keeps_the_gradients_unscaled(monkeypatch):
+    w = Tensor(rng.normal(size=(3, 2)), autograd=True)
+    optimizer = _unpacked_sgd([w], monkeypatch)
+    (w * w).sum().backward()
+    before = w.grad.data.copy()
+    optimizer.step(zero=False)
+    np.testing.assert_array_equal(w.grad.data, before)
