@@ -153,33 +153,39 @@ def check_same_training(torch, sizes, hidden, output, batch, alpha):
     return worst
 
 
-def blas_floor(model, batch):
+def blas_floor(model, batch, torch=None):
     """The matrix products one minigrad step computes, and nothing else, on arrays of the same shapes:
-    forward x @ W per layer, backward x.T @ g per layer and g @ W.T for every layer but the first."""
+    forward x @ W per layer, backward x.T @ g per layer and g @ W.T for every layer but the first.
+    With ``torch``, the same products through ``torch.mm`` (PyTorch's BLAS, MKL in its CPU wheels)."""
     rng = np.random.default_rng(2)
     shapes = [layer.weight.data.shape for layer in model.layers if isinstance(layer, mg.Linear)]
     inputs = [rng.standard_normal((batch, n_in)).astype(np.float32) for n_in, _ in shapes]
     grads = [rng.standard_normal((batch, n_out)).astype(np.float32) for _, n_out in shapes]
     weights = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    mm = np.dot
+    if torch is not None:
+        mm = torch.mm
+        inputs, grads, weights = ([torch.from_numpy(x) for x in arrays] for arrays in (inputs, grads, weights))
 
     def products():
         for i, (a, g, w) in enumerate(zip(inputs, grads, weights)):
-            np.dot(a, w)
-            np.dot(a.T, g)
+            mm(a, w)
+            mm(a.T, g)
             if i:
-                np.dot(g, w.T)
+                mm(g, w.T)
 
     return products
 
 
 def step_case(torch, name, sizes, hidden, output, batch, alpha, rounds, clock):
-    """Seconds per step, one figure per round: minigrad, PyTorch, numpy's matrix products alone (the floor)."""
+    """Seconds per step, one figure per round: minigrad, PyTorch, numpy's matrix products alone (the floor),
+    and PyTorch's products alone."""
     rng = np.random.default_rng(0)
     model = minigrad_mlp(sizes, hidden, output, rng)
     twin = torch_copy(torch, model)
     inputs, targets = make_batches(sizes, batch, rng)
     calls = [minigrad_stepper(model, alpha, inputs, targets), torch_stepper(torch, twin, alpha, inputs, targets)]
-    calls.append(blas_floor(model, batch))
+    calls += [blas_floor(model, batch), blas_floor(model, batch, torch)]
     for _ in range(3):  # warm-up: allocator pools, BLAS buffers, torch's autograd caches
         for call in calls:
             call()
@@ -297,19 +303,22 @@ def step_table(torch, threads, rounds):
     clock, clock_name = (time.thread_time, "CPU time") if threads == 1 else (time.perf_counter, "wall time")
     print(f"\n{threads} thread(s) (numpy's BLAS via threadpoolctl, torch.set_num_threads({threads})), {clock_name}")
     print(
-        f"{'case':36} {'minigrad':>9} {'torch':>9} {'ratio':>6} {'target':>6} {'':6} {'by min':>6} {'floor':>6}  losses"
+        f"{'case':36} {'minigrad':>9} {'torch':>9} {'ratio':>6} {'target':>6} {'':6} {'by min':>6} {'floor':>6}"
+        f" {'blas':>6}  losses"
     )
     with threadpool_limits(threads, user_api="blas"):
         for name, sizes, hidden, output, batch, alpha in STEP_CASES:
             agreement = check_same_training(torch, sizes, hidden, output, batch, alpha)
-            mine, theirs, floor = step_case(torch, name, sizes, hidden, output, batch, alpha, rounds, clock)
+            mine, theirs, floor, their_floor = step_case(torch, name, sizes, hidden, output, batch, alpha, rounds,
+                                                         clock)
             t_mine, t_torch = statistics.median(mine), statistics.median(theirs)
             target = next(v for k, v in STEP_TARGETS.items() if k in name)
             ratio = t_mine / t_torch
             verdict = "ok" if ratio <= target else "MISSED"
             print(
                 f"{name:36} {t_mine * 1e6:7.1f}us {t_torch * 1e6:7.1f}us {ratio:5.2f}x {target:5.2f}x {verdict:6}"
-                f" {min(mine) / min(theirs):5.2f}x {min(floor) / min(theirs):5.2f}x  {agreement:.0e}"
+                f" {min(mine) / min(theirs):5.2f}x {min(floor) / min(theirs):5.2f}x"
+                f" {min(floor) / min(their_floor):5.2f}x  {agreement:.0e}"
             )
     print(f"(load average {os.getloadavg()[0]:.1f})")
 
@@ -328,8 +337,9 @@ def run(rounds=25, seeds=range(12)):
     print(
         "ratio = median minigrad / median torch (the verdict); by min = fastest round / fastest round, which\n"
         "load from other processes disturbs least; floor = numpy's matrix products of one minigrad step alone\n"
-        "(what minigrad cannot go below), fastest round / torch's fastest; losses = worst relative difference\n"
-        "of the two sides' losses over 10 steps from the same weights and batches"
+        "(what minigrad cannot go below), fastest round / torch's fastest; blas = numpy's products / the same\n"
+        "products through torch.mm (how much slower numpy's BLAS is than PyTorch's); losses = worst relative\n"
+        "difference of the two sides' losses over 10 steps from the same weights and batches"
     )
     # The targets are for numpy's own thread count; one thread shows the engines without threading effects.
     for count in sorted({threads, 1}, reverse=True):
