@@ -244,12 +244,12 @@ class SGD(Optimizer):
                 for p in self.parameters:
                     grad = p.grad
                     if grad is not None:
-                        g = grad.data
-                        if _sole_owner(grad, g):
+                        g, values = grad.data, p.data
+                        if _sole_owner(grad, g) and g.shape == values.shape and g.dtype == values.dtype:
                             np.multiply(g, alpha, out=g)
-                            np.subtract(p.data, g, out=p.data)
+                            np.subtract(values, g, out=values)
                         else:
-                            _subtract_scaled(p.data, alpha, g)
+                            _subtract_scaled(values, alpha, g)
                         p.grad = None
                 return
         states = (self._velocity,) if momentum else ()
