@@ -15,7 +15,7 @@ from .auth import require_token
 from .errors import abort_problem, problem_document, problem_response
 from .jobs import get_job_backend, housekeeping_on_read
 from .jobs.requests import TrainingRequestError, prepare_training
-from .jobs.schemas import JobListSchema, JobSchema, PageArgsSchema, TrainRequestSchema, WaitArgsSchema
+from .jobs.schemas import JobListArgsSchema, JobListSchema, JobSchema, TrainRequestSchema, WaitArgsSchema
 from .jobs.store import ACTIVE, CANCELLED, FINISHED, QUEUED, SUCCEEDED
 from .registry import get_registry
 from .schemas import model_document_schema
@@ -120,19 +120,20 @@ def submit_training(body, wait=None):
 
 
 @blp.route("/jobs")
-@blp.arguments(PageArgsSchema, location="query", as_kwargs=True)
+@blp.arguments(JobListArgsSchema, location="query", as_kwargs=True)
 @blp.response(200, JobListSchema)
-def list_jobs(page, per_page):
-    """Jobs, newest first, a page at a time (without their per-epoch history)."""
-    housekeeping_on_read()
-    records, total = get_job_backend().store.page((page - 1) * per_page, per_page)
+def list_jobs(page, per_page, status=None):
+    """Jobs, newest first, a page at a time (without their per-epoch history); ``?status=`` keeps only
+    the jobs with that status (or any of several), and ``total`` counts those."""
+    housekeeping_on_read()  # first, so jobs whose consumer died are listed as lost
+    records, total = get_job_backend().store.page((page - 1) * per_page, per_page, status)
     more = page * per_page < total
     return {
         "jobs": [job_view(r) for r in records],
         "page": page,
         "per_page": per_page,
         "total": total,
-        "next": url_for("jobs.list_jobs", page=page + 1, per_page=per_page) if more else None,
+        "next": url_for("jobs.list_jobs", page=page + 1, per_page=per_page, status=status) if more else None,
     }
 
 

@@ -11,7 +11,7 @@ from jobs_support import redis_server, wait_for
 from service.jobs.backend import JobBackend
 from service.jobs.reaper import ReaperThread, purge_expired_jobs, reap_orphaned_jobs, reap_stale_jobs
 from service.jobs.settings import JobSettings
-from service.jobs.store import CANCELLED, LOST, QUEUED, RUNNING, SUCCEEDED, new_record
+from service.jobs.store import CANCELLED, FAILED, LOST, QUEUED, RUNNING, STATUSES, SUCCEEDED, RedisJobStore, new_record
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -85,6 +85,69 @@ def test_pages_are_newest_first(store):
     last, _ = store.page(4, 2)
     assert total == 5
     assert [r["id"] for r in first + second + last] == ["j4", "j3", "j2", "j1", "j0"]
+
+
+def add_two_of_each_status(store) -> dict[str, list[str]]:
+    """Two jobs of every status, created in turns (so each status's jobs are spread over the list);
+    returns each status's ids, newest first."""
+    ids = {status: [] for status in STATUSES}
+    for turn in range(2):
+        for n, status in enumerate(STATUSES):
+            job_id = f"{status}-{turn}"
+            add(store, job_id, float(10 * turn + n), status=status)
+            ids[status].insert(0, job_id)
+    return ids
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_a_page_of_one_status_holds_only_its_jobs_newest_first(store, status):
+    ids = add_two_of_each_status(store)
+    records, total = store.page(0, 10, [status])
+    assert [r["id"] for r in records] == ids[status] and total == 2
+    assert {r["status"] for r in records} == {status}
+
+
+def test_a_page_of_several_statuses_is_their_jobs_newest_first_a_page_at_a_time(store):
+    add_two_of_each_status(store)
+    wanted = ["lost", "failed", "queued"]  # in no particular order
+    expected = [r["id"] for r in store.page(0, 100)[0] if r["status"] in wanted]
+    assert len(expected) == 6
+    pages = [store.page(offset, 4, wanted) for offset in (0, 4, 8)]
+    assert [r["id"] for records, _ in pages for r in records] == expected
+    assert [total for _, total in pages] == [6, 6, 6] and pages[2][0] == []
+    assert store.page(0, 10, [])[0] == [] and store.page(0, 10, [])[1] == 0
+    assert store.page(0, 100)[1] == 12
+
+
+def test_a_job_is_listed_under_its_current_status_only(store):
+    add(store, "a", 1.0, status=RUNNING, heartbeat_at=1.0)
+    add(store, "b", 2.0)
+    assert reap_stale_jobs(store, timeout=30, now=100.0) == ["a"]  # running -> lost
+    assert [r["id"] for r in store.page(0, 10, [LOST])[0]] == ["a"]
+    assert store.page(0, 10, [RUNNING]) == ([], 0)
+    store.update("b", status=FAILED, finished_at=3.0)
+    assert store.page(0, 10, [QUEUED]) == ([], 0)
+    store.delete("a")
+    assert store.page(0, 10, [LOST]) == ([], 0) and store.page(0, 10, [FAILED])[1] == 1
+
+
+def test_count_by_status_counts_each_status(store):
+    add_two_of_each_status(store)
+    store.delete("lost-0")
+    assert store.count_by_status() == {**{status: 2 for status in STATUSES}, LOST: 1}
+
+
+def test_redis_records_written_before_the_status_index_are_indexed_on_first_use(tmp_path):
+    with redis_server(tmp_path) as url:
+        settings = JobSettings(data_dir=tmp_path / "var", model_dir=tmp_path / "models", redis_url=url)
+        store = JobBackend(settings).store
+        add_two_of_each_status(store)
+        store.conn.delete(store.status_indexed, *store.by_status.values())  # the layout before the index
+        upgraded = RedisJobStore(store.conn, settings.queue_name)
+        assert [r["id"] for r in upgraded.page(0, 10, [FAILED])[0]] == ["failed-1", "failed-0"]
+        assert upgraded.count_by_status() == {status: 2 for status in STATUSES}
+        assert upgraded.queued_ids() == ["queued-0", "queued-1"]
+        assert store.conn.exists(store.status_indexed)
 
 
 def test_history_appends_in_order_and_clears(store):

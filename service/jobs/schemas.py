@@ -134,6 +134,30 @@ class PageArgsSchema(Schema):
     per_page = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
 
 
+class StatusFilterField(fields.List):
+    """Job statuses from a query string: the parameter repeated (``?status=failed&status=lost``), a
+    comma-separated list (``?status=failed,lost``), or both. Loads to the distinct statuses in the order
+    given; any other value is refused, with the allowed ones named."""
+
+    def __init__(self, **kwargs):
+        # The enum documents each value; it is checked below, after the commas are split.
+        super().__init__(fields.String(metadata={"enum": list(STATUSES)}), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        given = [part.strip() for item in super()._deserialize(value, attr, data, **kwargs) for part in item.split(",")]
+        unknown = [part for part in given if part not in STATUSES]
+        if unknown:
+            listed = ", ".join(repr(part) for part in dict.fromkeys(unknown))
+            raise ValidationError(f"{listed}: not a job status; expected one or more of {', '.join(STATUSES)}")
+        return list(dict.fromkeys(given))
+
+
+class JobListArgsSchema(PageArgsSchema):
+    status = StatusFilterField(metadata={
+        "description": "Only jobs with this status; repeat the parameter (`?status=failed&status=lost`) or "
+                       "separate statuses with commas (`?status=failed,lost`) for jobs with any of them"})
+
+
 class ProgressSchema(Schema):
     epoch = fields.Integer(required=True, metadata={"description": "Epochs finished so far"})
     epochs = fields.Integer(required=True)

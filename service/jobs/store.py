@@ -6,7 +6,8 @@ backend transaction, so a cancel, a finishing task and the reaper can race witho
 The per-epoch history is kept apart (append-only) so a long run does not rewrite it every epoch.
 
 ``SqliteJobStore`` adds two tables to the SqliteHuey file; ``RedisJobStore`` uses keys beside
-RedisHuey's, through the same connection pool.
+RedisHuey's, through the same connection pool. Both list a page of the records with a given status
+from an index, without reading the others.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 
@@ -23,8 +25,6 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = "queued", "running", "succ
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST)
 ACTIVE = frozenset({QUEUED, RUNNING})
 FINISHED = frozenset(STATUSES) - ACTIVE
-# Records read per round trip when Redis counts them by status.
-COUNT_PAGE = 500
 
 
 class JobStore(ABC):
@@ -46,8 +46,9 @@ class JobStore(ABC):
         """
 
     @abstractmethod
-    def page(self, offset: int, limit: int) -> tuple[list[dict], int]:
-        """Records newest first, and the total count."""
+    def page(self, offset: int, limit: int, statuses=None) -> tuple[list[dict], int]:
+        """Records newest first, and how many there are; with ``statuses`` (a collection of them), only
+        the records with one of those."""
 
     @abstractmethod
     def count_active(self) -> int: ...
@@ -96,6 +97,7 @@ class SqliteJobStore(JobStore):
         " heartbeat_at real, finished_at real, record text not null)",
         "create index if not exists minigrad_job_created on minigrad_job (created_at)",
         "create index if not exists minigrad_job_status on minigrad_job (status, heartbeat_at)",
+        "create index if not exists minigrad_job_status_created on minigrad_job (status, created_at)",
         "create table if not exists minigrad_job_epoch ("
         " job_id text not null, epoch integer not null, record text not null, primary key (job_id, epoch))",
     )
@@ -169,12 +171,17 @@ class SqliteJobStore(JobStore):
                 )
         return record
 
-    def page(self, offset, limit):
+    def page(self, offset, limit, statuses=None):
+        where, chosen = "", ()
+        if statuses is not None:
+            chosen = tuple(statuses)
+            where = f" where status in ({', '.join('?' * len(chosen))})"  # placeholders only: values are bound
         db = self._connection()
         rows = db.execute(
-            "select record from minigrad_job order by created_at desc, id desc limit ? offset ?", (limit, offset)
+            f"select record from minigrad_job{where} order by created_at desc, id desc limit ? offset ?",
+            (*chosen, limit, offset),
         ).fetchall()
-        (total,) = db.execute("select count(*) from minigrad_job").fetchone()
+        (total,) = db.execute(f"select count(*) from minigrad_job{where}", chosen).fetchone()
         return [json.loads(r) for (r,) in rows], total
 
     def count_active(self):
@@ -218,7 +225,12 @@ class SqliteJobStore(JobStore):
 
 
 class RedisJobStore(JobStore):
-    """Records as JSON strings; sorted sets index them by creation, heartbeat and finish time."""
+    """Records as JSON strings; sorted sets index them by creation, status, heartbeat and finish time.
+
+    Each status has a sorted set of its ids scored by ``created_at`` (as ``index`` holds them all), kept
+    in the same MULTI as the record, so a record is in exactly one of them: a page of, say, the failed
+    jobs is one ZREVRANGE, and counting them one ZCARD, whatever the other jobs.
+    """
 
     def __init__(self, conn, name: str):
         self.conn = conn
@@ -227,6 +239,11 @@ class RedisJobStore(JobStore):
         self.active = f"{self.prefix}.active"  # set of queued/running ids
         self.heartbeats = f"{self.prefix}.heartbeats"  # running id -> heartbeat_at
         self.finished = f"{self.prefix}.finished"  # finished id -> finished_at
+        self.by_status = {status: f"{self.prefix}.status.{status}" for status in STATUSES}  # id -> created_at
+        # Set once every record is in its status set: records of a version without these sets get
+        # indexed the first time this store needs them (``_status_index``).
+        self.status_indexed = f"{self.prefix}.status-indexed"
+        self._status_index_checked = False
 
     def _key(self, job_id):
         return f"{self.prefix}.job.{job_id}"
@@ -234,10 +251,18 @@ class RedisJobStore(JobStore):
     def _history_key(self, job_id):
         return f"{self.prefix}.history.{job_id}"
 
+    def _index_status(self, pipe, job_id, record):
+        for status, key in self.by_status.items():
+            if status == record["status"]:
+                pipe.zadd(key, {job_id: record["created_at"]})
+            else:
+                pipe.zrem(key, job_id)
+
     def _write(self, pipe, record):
         job_id = record["id"]
         pipe.set(self._key(job_id), json.dumps(record))
         pipe.zadd(self.index, {job_id: record["created_at"]})
+        self._index_status(pipe, job_id, record)
         if record["status"] in ACTIVE:
             pipe.sadd(self.active, job_id)
         else:
@@ -260,6 +285,36 @@ class RedisJobStore(JobStore):
                     return body(pipe)
                 except WatchError:
                     continue
+
+    def _status_index(self) -> dict[str, str]:
+        """The status sets, after putting every record of an older version (none of them) into its own.
+
+        Runs once per store object, and indexes only while the marker is missing; each record is indexed
+        under WATCH of the record, so processes doing it at once, or writing meanwhile, agree. (A consumer
+        of the older version still running beside this one would write records without them: upgrade
+        every process of a queue together, as for any change of the record's layout.)
+        """
+        if not self._status_index_checked:
+            if not self.conn.exists(self.status_indexed):
+                for raw_id in self.conn.zrange(self.index, 0, -1):
+                    self._reindex_status(raw_id.decode())
+                self.conn.set(self.status_indexed, 1)
+            self._status_index_checked = True
+        return self.by_status
+
+    def _reindex_status(self, job_id):
+        key = self._key(job_id)
+
+        def body(pipe):
+            raw = pipe.get(key)
+            if raw is None:  # deleted meanwhile, and delete clears every index
+                pipe.unwatch()
+                return
+            pipe.multi()
+            self._index_status(pipe, job_id, json.loads(raw))
+            pipe.execute()
+
+        self._optimistic([key], body)
 
     def create(self, record, max_active):
         def body(pipe):
@@ -293,25 +348,40 @@ class RedisJobStore(JobStore):
 
         return self._optimistic([key], body)
 
-    def page(self, offset, limit):
-        ids = self.conn.zrevrange(self.index, offset, offset + limit - 1)
+    def page(self, offset, limit, statuses=None):
+        last = offset + limit - 1
+        if statuses is None:
+            ids, total = self.conn.zrevrange(self.index, offset, last), self.conn.zcard(self.index)
+        else:
+            keys = sorted({self._status_index()[status] for status in statuses})
+            if not keys:
+                return [], 0
+            if len(keys) == 1:
+                ids, total = self.conn.zrevrange(keys[0], offset, last), self.conn.zcard(keys[0])
+            else:
+                # Several statuses: their union (disjoint sets, so its size is the total) into a key of
+                # this request's own, read and dropped in the same MULTI. It costs the server O(matching
+                # jobs), which the retention period bounds, and sends only the page; merging the sets'
+                # tops here instead would fetch offset + limit ids from each set.
+                union = f"{self.prefix}.filter.{uuid.uuid4().hex}"
+                with self.conn.pipeline() as pipe:
+                    pipe.zunionstore(union, keys, aggregate="MAX")
+                    pipe.zrevrange(union, offset, last)
+                    pipe.delete(union)
+                    total, ids, _ = pipe.execute()
         raws = self.conn.mget([self._key(i.decode()) for i in ids]) if ids else []
-        return [json.loads(r) for r in raws if r is not None], self.conn.zcard(self.index)
+        return [json.loads(r) for r in raws if r is not None], total
 
     def count_active(self):
         return self.conn.scard(self.active)
 
     def count_by_status(self):
-        # No index by status: read the records, a page at a time (finished ones are purged after the
-        # retention period, so there are as many as a week of jobs).
-        counts = {}
-        for start in range(0, self.conn.zcard(self.index), COUNT_PAGE):
-            ids = self.conn.zrange(self.index, start, start + COUNT_PAGE - 1)
-            for raw in self.conn.mget([self._key(i.decode()) for i in ids]) if ids else ():
-                if raw is not None:
-                    status = json.loads(raw)["status"]
-                    counts[status] = counts.get(status, 0) + 1
-        return counts
+        by_status = self._status_index()
+        with self.conn.pipeline(transaction=False) as pipe:
+            for key in by_status.values():
+                pipe.zcard(key)
+            counts = pipe.execute()
+        return {status: count for status, count in zip(by_status, counts) if count}
 
     def running_with_heartbeat_before(self, cutoff):
         return [i.decode() for i in self.conn.zrangebyscore(self.heartbeats, "-inf", f"({cutoff!r}")]
@@ -320,10 +390,7 @@ class RedisJobStore(JobStore):
         return [i.decode() for i in self.conn.zrangebyscore(self.finished, "-inf", f"({cutoff!r}")]
 
     def queued_ids(self):
-        # The active set holds queued and running jobs: a few records to read (max_active_jobs at most).
-        ids = [i.decode() for i in self.conn.smembers(self.active)]
-        raws = self.conn.mget([self._key(i) for i in ids]) if ids else []
-        return [i for i, raw in zip(ids, raws) if raw is not None and json.loads(raw)["status"] == QUEUED]
+        return [i.decode() for i in self.conn.zrange(self._status_index()[QUEUED], 0, -1)]
 
     def append_history(self, job_id, records):
         if records:
@@ -338,7 +405,7 @@ class RedisJobStore(JobStore):
     def delete(self, job_id):
         with self.conn.pipeline() as pipe:
             pipe.delete(self._key(job_id), self._history_key(job_id))
-            for index in (self.index, self.heartbeats, self.finished):
+            for index in (self.index, self.heartbeats, self.finished, *self.by_status.values()):
                 pipe.zrem(index, job_id)
             pipe.srem(self.active, job_id)
             pipe.execute()
