@@ -1,7 +1,9 @@
 """The geometry of the dashboard's inline SVG: a job's loss curves and a model's architecture diagram.
 
 Pure functions from data to coordinates; the templates only place what these return, so the numbers
-are tested here without a browser. Every path has exactly one point per epoch record.
+are tested here without a browser. A curve has one point per epoch record up to two per horizontal
+pixel of the chart; a longer history is thinned to the extremes of each pixel column (``thinned``),
+so a card stays a few kilobytes however many epochs a job runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM = 56, 12, 10, 24
 # The architecture diagram: one box per layer, left to right.
 BOX_WIDTH, BOX_HEIGHT, BOX_GAP, DIAGRAM_MARGIN = 118, 64, 34, 8
 
+# Points a curve keeps per pixel column of the drawing area (CHART_WIDTH units: the chart is drawn at
+# most CHART_WIDTH pixels wide) once it has more than that: the lowest and the highest.
+POINTS_PER_COLUMN = 2
+
 SERIES = (("loss", "training"), ("val_loss", "validation"))
 LOG_SCALE_RATIO = 100  # highest / lowest loss from which the y axis is logarithmic
 
@@ -24,8 +30,9 @@ LOG_SCALE_RATIO = 100  # highest / lowest loss from which the y axis is logarith
 class Series:
     key: str  # the history field: "loss" or "val_loss"
     label: str
-    path: str  # SVG path data: "M x,y L x,y ..." with one point per epoch
-    points: int
+    path: str  # SVG path data: "M x,y L x,y ...", one point per epoch up to POINTS_PER_COLUMN per pixel
+    points: int  # drawn in the path
+    epochs: int  # epochs with a value (more than ``points`` when the curve was thinned)
     last: float
 
 
@@ -42,6 +49,24 @@ class LossChart:
 
 def _number(value) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def thinned(points: list[tuple[int, float]], column_of, columns: int) -> list[tuple[int, float]]:
+    """``points`` (epoch, value) in epoch order as they are when there are at most ``POINTS_PER_COLUMN``
+    per column on average; else, from each column (``column_of(epoch)``: 0 to ``columns - 1``), its
+    lowest and highest point, plus the first and the last point, still in epoch order. A spike, the
+    best loss and the final loss all stay drawn, and a path has at most 2 * columns + 2 points."""
+    if len(points) <= POINTS_PER_COLUMN * columns:
+        return points
+    lowest, highest = {}, {}  # column -> index of its lowest / highest point (the first one on ties)
+    for i, (epoch, value) in enumerate(points):
+        column = column_of(epoch)
+        if column not in lowest or value < points[lowest[column]][1]:
+            lowest[column] = i
+        if column not in highest or value > points[highest[column]][1]:
+            highest[column] = i
+    kept = {0, len(points) - 1, *lowest.values(), *highest.values()}
+    return [points[i] for i in sorted(kept)]
 
 
 def loss_chart(history: list[dict], epochs: int) -> LossChart | None:
@@ -71,13 +96,19 @@ def loss_chart(history: list[dict], epochs: int) -> LossChart | None:
     def y(value):
         return bottom - (scale(value) - scaled_low) / (scaled_high - scaled_low) * (bottom - top)
 
+    pixels = right - left
+
+    def pixel_column(epoch):
+        return min(int(x(epoch) - left), pixels - 1)
+
     series = []
     for key, label in SERIES:
         points = [(epoch, value) for epoch, value in columns[key] if value is not None]
         if not points:
             continue
-        path = " ".join(f"{'L' if i else 'M'}{x(e):.2f},{y(v):.2f}" for i, (e, v) in enumerate(points))
-        series.append(Series(key, label, path, len(points), points[-1][1]))
+        drawn = thinned(points, pixel_column, pixels)
+        path = " ".join(f"{'L' if i else 'M'}{x(e):.2f},{y(v):.2f}" for i, (e, v) in enumerate(drawn))
+        series.append(Series(key, label, path, len(drawn), len(points), points[-1][1]))
     middle = math.sqrt(low * high) if logarithmic else (low + high) / 2
     y_ticks = [(y(v), f"{v:.3g}") for v in (high, middle, low)]
     x_ticks = [(x(1), "1"), (x(last_epoch), str(last_epoch))]

@@ -14,7 +14,15 @@ from conftest import SHIPPED_MODELS, TOKEN, service_config
 
 from service import create_app
 from service.dashboard import byte_size, duration
-from service.dashboard_charts import CHART_HEIGHT, CHART_WIDTH, architecture_summary, loss_chart
+from service.dashboard_charts import (
+    CHART_HEIGHT,
+    CHART_LEFT,
+    CHART_RIGHT,
+    CHART_WIDTH,
+    architecture_summary,
+    loss_chart,
+    thinned,
+)
 from service.jobs import get_job_backend
 from service.jobs.store import RUNNING, SUCCEEDED, new_record
 from service.registry import ModelRegistry, get_registry
@@ -297,6 +305,73 @@ def test_loss_chart_without_epochs_and_with_a_flat_loss():
     assert loss_chart([], 10) is None
     (flat,) = loss_chart([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.5}], 2).series
     assert len(set(re.findall(r",([\d.]+)", flat.path))) == 1
+
+
+PIXELS = CHART_WIDTH - CHART_LEFT - CHART_RIGHT  # columns of the drawing area
+BOUND = 2 * PIXELS  # points a curve draws as they are
+
+
+def coordinates(path: str) -> list[tuple[float, float]]:
+    return [tuple(map(float, pair.split(","))) for pair in re.findall(r"[ML]([\d.]+,[\d.]+)", path)]
+
+
+def spiky_history(epochs: int) -> list[dict]:
+    """A decaying loss with a spike, a dip below everything, and a last epoch above its neighbours."""
+    history = [{"epoch": e, "loss": 1 / e + 0.001 * (e % 7), "val_loss": 2 / e} for e in range(1, epochs + 1)]
+    history[epochs // 3]["loss"] = 50.0
+    history[epochs // 2]["loss"] = 1e-6
+    history[-1]["loss"] = 0.5
+    return history
+
+
+@pytest.mark.parametrize("epochs, running_to", [(100_000, 100_000), (BOUND + 1, BOUND + 1), (30_000, 100_000)])
+def test_a_long_history_draws_a_bounded_curve_keeping_its_extremes_and_last_point(epochs, running_to):
+    history = spiky_history(epochs)
+    chart = loss_chart(history, running_to)
+    training = chart.series[0]
+    drawn = coordinates(training.path)
+    assert len(drawn) == training.points <= BOUND + 2 and training.epochs == epochs
+    xs = [x for x, _ in drawn]
+    assert xs == sorted(xs) and len(set(xs)) == len(xs)  # in epoch order, each epoch once
+    left, top, right, bottom = chart.frame
+    ys = [y for _, y in drawn]
+    assert min(ys) == top and max(ys) == bottom  # the spike (50) and the dip (1e-6) are both drawn
+    first_x = left
+    last_x = left + (epochs - 1) / (running_to - 1) * (right - left)
+    assert drawn[0][0] == first_x and drawn[-1][0] == pytest.approx(last_x, abs=0.005)
+    assert training.last == 0.5
+    # Every pixel column the curve crosses keeps its lowest and highest loss.
+    losses = [(r["epoch"], r["loss"]) for r in history]
+    column = {e: min(int((e - 1) / (running_to - 1) * PIXELS), PIXELS - 1) for e, _ in losses}
+    kept = thinned(losses, column.get, PIXELS)
+    for c in set(column.values()):
+        values = [v for e, v in losses if column[e] == c]
+        assert {min(values), max(values)} <= {v for e, v in kept if column[e] == c}
+    assert kept[-1] == losses[-1] and kept[0] == losses[0]
+
+
+@pytest.mark.parametrize("epochs", [1, 7, BOUND])
+def test_a_history_within_the_bound_is_drawn_one_point_per_epoch(epochs):
+    history = spiky_history(epochs) if epochs > 2 else [{"epoch": 1, "loss": 1.0}]
+    losses = [(r["epoch"], r["loss"]) for r in history]
+    assert thinned(losses, lambda e: 0, PIXELS) == losses
+    chart = loss_chart(history, epochs)
+    (training, *_) = chart.series
+    left, _, right, _ = chart.frame
+    last = max(epochs, 2)
+    assert training.points == training.epochs == epochs
+    assert [f"{x:.2f}" for x, _ in coordinates(training.path)] == [
+        f"{left + (e - 1) / (last - 1) * (right - left):.2f}" for e in range(1, epochs + 1)]
+
+
+def test_the_page_of_a_job_with_100_000_epochs_stays_small(app, client):
+    history = spiky_history(100_000)
+    job_id = add_job(app, SUCCEEDED, 100_000, [r["loss"] for r in history])
+    for url in (f"/ui/jobs/{job_id}", f"/ui/jobs/{job_id}/card", "/"):
+        html, parsed = page(client, url)
+        assert len(html.encode()) < 40_000, url  # 3 MB when every epoch was drawn
+        assert [int(p["data-points"]) for p in parsed.paths] == [points(p["d"]) for p in parsed.paths]
+        assert all(points(p["d"]) <= BOUND + 2 for p in parsed.paths)
 
 
 @pytest.mark.parametrize("count, shown", [(104, "104 bytes"), (1048, "1.0 KiB"), (3 * 1024**2, "3.0 MiB")])
