@@ -1,9 +1,10 @@
 """The web dashboard: registered models, training jobs and their loss curves, server-rendered.
 
-``GET /`` lists everything; ``GET /ui/models/<name>`` draws one model and offers a prediction form;
-``GET /ui/jobs/<id>`` shows one job, and ``/ui/jobs/<id>/card`` is the fragment a running job's card
-reloads itself from. Pages are Jinja templates (autoescaped: names, metadata and errors come from
-users) with plain CSS and one small script, all shipped in the package: no CDN, works offline.
+``GET /`` lists everything (``?status=``, as GET /jobs takes it, keeps only those jobs);
+``GET /ui/models/<name>`` draws one model and offers a prediction form; ``GET /ui/jobs/<id>`` shows
+one job, and ``/ui/jobs/<id>/card`` is the fragment a running job's card reloads itself from. Pages
+are Jinja templates (autoescaped: names, metadata and errors come from users) with plain CSS and one
+small script, all shipped in the package: no CDN, works offline.
 
 Reading needs no token. Write actions (delete a model, cancel a job) call the JSON API with the
 bearer token the page keeps in ``sessionStorage``; with ``MINIGRAD_API_TOKEN`` set they stay hidden
@@ -18,11 +19,13 @@ import sqlite3
 from flask import Blueprint, Response, current_app, render_template, request
 from redis.exceptions import RedisError
 
+from .api import Blueprint as ApiBlueprint
 from .auth import check_token
 from .dashboard_charts import architecture_diagram, architecture_summary, loss_chart
 from .errors import abort_problem
 from .jobs import get_job_backend, housekeeping_on_read
-from .jobs.store import ACTIVE
+from .jobs.schemas import JobFilterArgsSchema
+from .jobs.store import ACTIVE, STATUSES
 from .registry import InvalidModelFile, ModelNotFound, ModelRegistry, VersionNotFound, get_registry
 from .train_api import job_view, queue_unavailable
 
@@ -150,15 +153,30 @@ def job_card(record: dict, history: list[dict]) -> dict:
     }
 
 
-def _job_cards() -> tuple[list[dict], int, str | None]:
-    """The newest jobs, their total, and why they could not be read (the queue down must not hide the models)."""
+JOB_FILTER_ARGS = JobFilterArgsSchema()
+
+
+def _status_filter() -> list[str] | None:
+    """The page's ``?status=``, read by the API's parser: a bad value is the same 422 as GET /jobs gives."""
+    return ApiBlueprint.ARGUMENTS_PARSER.parse(JOB_FILTER_ARGS, request, location="query").get("status")
+
+
+def _job_cards(statuses: list[str] | None) -> dict:
+    """The newest jobs (of ``statuses`` only, when given), how many match, how many each status has, and
+    why they could not be read (the queue down must not hide the models)."""
     try:
         housekeeping_on_read()
         store = get_job_backend().store
-        records, total = store.page(0, JOBS_SHOWN)
-        return [job_card(record, store.history(record["id"])) for record in records], total, None
-    except (RedisError, sqlite3.OperationalError) as error:
-        return [], 0, f"The job queue cannot be reached ({type(error).__name__}: {error})."
+        records, total = store.page(0, JOBS_SHOWN, statuses)
+        counts = store.count_by_status()
+        jobs = [job_card(record, store.history(record["id"])) for record in records]
+        error = None
+    except (RedisError, sqlite3.OperationalError) as failure:
+        jobs, total, counts = [], 0, {}
+        error = f"The job queue cannot be reached ({type(failure).__name__}: {failure})."
+    return {"jobs": jobs, "jobs_total": total, "jobs_error": error, "statuses": statuses,
+            "job_counts": [(status, counts.get(status, 0)) for status in STATUSES],
+            "all_jobs": sum(counts.values())}
 
 
 def _job_card_or_404(job_id: str) -> dict:
@@ -177,6 +195,7 @@ def _job_card_or_404(job_id: str) -> dict:
 
 @blp.route("/")
 def index():
+    statuses = _status_filter()  # before any work: a bad one is a 422
     registry = get_registry()
     models = []
     for name in registry.names():
@@ -184,8 +203,7 @@ def index():
             models.append(model_overview(registry, name))
         except (ModelNotFound, VersionNotFound):  # deleted since the listing: the whole page was a 404
             continue
-    jobs, jobs_total, jobs_error = _job_cards()
-    return render_template("index.html", models=models, jobs=jobs, jobs_total=jobs_total, jobs_error=jobs_error)
+    return render_template("index.html", models=models, **_job_cards(statuses))
 
 
 @blp.route("/ui/models/<name>")

@@ -24,7 +24,7 @@ from service.dashboard_charts import (
     thinned,
 )
 from service.jobs import get_job_backend
-from service.jobs.store import RUNNING, SUCCEEDED, new_record
+from service.jobs.store import FAILED, LOST, RUNNING, SUCCEEDED, new_record
 from service.registry import ModelRegistry, get_registry
 from service.testing import free_port
 
@@ -240,6 +240,50 @@ def test_a_job_without_epochs_has_no_curve_yet(app, client):
     job_id = add_job(app, RUNNING, 10, [])
     html, parsed = page(client, f"/ui/jobs/{job_id}")
     assert parsed.paths == [] and "No epoch finished yet" in html
+
+
+def job_cards(html: str) -> list[str]:
+    return re.findall(r'<article class="job [^"]*" id="job-([^"]+)"', html)
+
+
+def test_the_jobs_can_be_shown_by_status_with_a_link_per_status(app, client):
+    failed = add_job(app, FAILED, 3, [0.9], error="diverged")
+    succeeded = [add_job(app, SUCCEEDED, 3, [0.9]) for _ in range(2)]
+    lost = add_job(app, LOST, 3, [0.9])
+    html, _ = page(client, "/")
+    assert job_cards(html) == [lost, *succeeded[::-1], failed]
+    nav = html[html.index('<nav class="job-filter"'):]
+    nav = nav[:nav.index("</nav>")]
+    link = r'<a (?:class="status-\w+" data-status="\w+" )?href="([^"]+)"( aria-current="page")?>([^<]+)</a>'
+    links = re.findall(link, nav)
+    assert links == [("/#jobs", ' aria-current="page"', "all 4"), ("/?status=queued#jobs", "", "queued 0"),
+                     ("/?status=running#jobs", "", "running 0"), ("/?status=succeeded#jobs", "", "succeeded 2"),
+                     ("/?status=failed#jobs", "", "failed 1"), ("/?status=cancelled#jobs", "", "cancelled 0"),
+                     ("/?status=lost#jobs", "", "lost 1")]
+
+    html, parsed = page(client, "/?status=succeeded")
+    assert job_cards(html) == succeeded[::-1]
+    (current,) = [attrs for _, attrs in parsed.elements if "aria-current" in attrs]
+    assert current["data-status"] == "succeeded"
+    assert job_cards(page(client, "/?status=failed,lost")[0]) == [lost, failed]
+    assert "No running jobs." in page(client, "/?status=running")[0]
+
+
+def test_more_jobs_of_a_status_than_shown_link_to_the_filtered_api_list(app, client):
+    for _ in range(21):
+        add_job(app, FAILED, 1, [0.5])
+    add_job(app, SUCCEEDED, 1, [0.5])
+    html, _ = page(client, "/?status=failed")
+    assert len(job_cards(html)) == 20
+    assert 'The 20 newest of 21 failed jobs; all of them: <a href="/jobs?status=failed">' in html
+
+
+@pytest.mark.parametrize("query", ["status=bogus", "status=failed,", "status=Failed"])
+def test_a_bad_status_on_the_dashboard_is_the_api_s_422(client, query):
+    response = client.get(f"/?{query}")
+    assert response.status_code == 422 and response.mimetype == "application/problem+json"
+    (message,) = response.get_json()["errors"]["query"]["status"]
+    assert "not a job status" in message and "queued, running, succeeded, failed, cancelled, lost" in message
 
 
 def test_an_unreachable_queue_still_shows_the_models(model_dir, tmp_path):

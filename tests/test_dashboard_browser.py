@@ -108,6 +108,13 @@ def test_dashboard_with_a_finished_and_a_running_job(tmp_path, page):
         assert shown == str(expected).replace(" ", "")  # JSON.stringify of the same floats
         page.screenshot(path=str(tmp_path / "model.png"), full_page=True)
 
+        # A status link shows that status's jobs only.
+        page.goto(server.url + "/")
+        page.locator("nav.job-filter a[data-status=succeeded]").click()
+        page.wait_for_url("**/?status=succeeded#jobs")
+        assert page.locator("article.job").count() == 1 and page.locator(f"#job-{finished['id']}").is_visible()
+        assert page.locator("nav.job-filter a[aria-current=page]").inner_text() == "succeeded 1"
+
         # Back on the dashboard, the running job is cancelled with its button.
         page.goto(server.url + "/")
         page.locator(f"#job-{running['id']} button[data-method=DELETE]").click()

@@ -152,10 +152,16 @@ class StatusFilterField(fields.List):
         return list(dict.fromkeys(given))
 
 
-class JobListArgsSchema(PageArgsSchema):
+class JobFilterArgsSchema(Schema):
+    """``?status=``, as GET /jobs and the dashboard read it."""
+
     status = StatusFilterField(metadata={
         "description": "Only jobs with this status; repeat the parameter (`?status=failed&status=lost`) or "
                        "separate statuses with commas (`?status=failed,lost`) for jobs with any of them"})
+
+
+class JobListArgsSchema(JobFilterArgsSchema, PageArgsSchema):
+    """GET /jobs: a page of the jobs, of some statuses only when asked."""
 
 
 class ProgressSchema(Schema):
