@@ -56,7 +56,9 @@ def predictions(url: str, stop: threading.Event, outcomes: list, model: str = "c
         try:
             response = session.post(f"{url}/predict", json={"model": model, "inputs": ROWS}, timeout=10)
             outcomes.append((response.status_code, response.json() if response.status_code == 200 else response.text))
-        except requests.ConnectionError as error:
+        # A worker killed mid-answer shows as a broken body (ChunkedEncodingError), not only a refused connection:
+        # either is recorded, or the client thread would die and the burst would thin out unnoticed.
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
             outcomes.append((type(error).__name__, str(error)))
             session = requests.Session()
 
