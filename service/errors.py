@@ -68,8 +68,22 @@ def problem_response(document: dict, headers: dict | None = None) -> Response:
     return response
 
 
-def validation_problem(messages, detail: str = "The request body does not match its schema; see errors.") -> dict:
-    """The problem document for field-level validation messages (marshmallow's nested dict)."""
+# What a webargs location is, in a client's words (messages are keyed by location: {"query": {"page": [...]}}).
+_LOCATION_NAMES = {"json": "request body", "form": "request body", "query": "query string", "querystring":
+                   "query string", "headers": "request headers", "cookies": "cookies", "view_args": "URL path"}
+
+
+BODY_MISMATCH = "The request body does not match its schema; see errors."
+
+
+def validation_problem(messages, detail: str | None = None) -> dict:
+    """The problem document for field-level validation messages (marshmallow's nested dict), keyed by location
+    (webargs' ``{"query": {...}}``) unless ``detail`` is given: the detail then names the part of the request."""
+    if detail is None:
+        parts = [_LOCATION_NAMES.get(key) for key in messages] if isinstance(messages, dict) else []
+        parts = list(dict.fromkeys(parts)) if parts and all(parts) else ["request body"]
+        verb = "does" if len(parts) == 1 else "do"
+        detail = f"The {' and the '.join(parts)} {verb} not match its schema; see errors."
     return problem_document(422, "Validation failed", detail, type="urn:minigrad:problem:validation", errors=messages)
 
 
@@ -114,7 +128,8 @@ def handle_validation_error(error: ma.ValidationError) -> Response:
     render = _custom_renderer()
     if render is not None:
         return render(422, json.dumps(error.messages), {})
-    return problem_response(validation_problem(error.messages))
+    # Raised by a view's own schema: keyed by field, not by location (a field could be named "query").
+    return problem_response(validation_problem(error.messages, BODY_MISMATCH))
 
 
 # Registry errors carry messages meant for the client; this is their HTTP meaning.

@@ -116,6 +116,7 @@ def test_an_unknown_status_is_a_422_naming_the_field_and_the_allowed_values(clie
     assert response.status_code == 422 and response.mimetype == PROBLEM
     problem = response.get_json()
     assert problem["type"] == "urn:minigrad:problem:validation"
+    assert problem["detail"] == "The query string does not match its schema; see errors."  # not "request body"
     (message,) = problem["errors"]["query"]["status"]
     assert message.startswith(f"{unknown}: not a job status")
     assert message.endswith("queued, running, succeeded, failed, cancelled, lost")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import minigrad
 from minigrad import Linear, Relu, Sequential, Tensor, no_grad
-from service.errors import PROBLEM_MIMETYPE
+from service.errors import PROBLEM_MIMETYPE, validation_problem
 from service.schemas import PredictRequestSchema, predict_request_loads_as_is
 
 
@@ -211,3 +211,15 @@ _bodies = st.one_of(
 def test_bodies_passed_without_loading_are_what_the_schema_loads_unchanged(body):
     if predict_request_loads_as_is(body):
         assert PredictRequestSchema().load(body) == body
+
+
+@pytest.mark.parametrize("messages, detail", [
+    ({"json": {"model": ["Missing."]}}, "The request body does not match its schema; see errors."),
+    ({"query": {"page": ["Not a valid integer."]}}, "The query string does not match its schema; see errors."),
+    ({"query": {"page": ["x"]}, "json": {"model": ["y"]}},
+     "The query string and the request body do not match its schema; see errors."),
+    ({"model": ["Missing data for required field."]}, "The request body does not match its schema; see errors."),
+])
+def test_a_validation_problem_names_the_part_of_the_request_that_is_wrong(messages, detail):
+    problem = validation_problem(messages)
+    assert problem["detail"] == detail and problem["errors"] == messages and problem["status"] == 422
