@@ -62,7 +62,9 @@ def child_exit(server, worker):
 def post_worker_init(worker):
     # gunicorn's own error answers (URI too long, bad request line...) as problem+json, not HTML.
     from service.gunicorn_problems import install
+    from service.startup import freeze_startup_objects
     from service.stopping import set_stopping_on_sigterm
 
     install()
     set_stopping_on_sigterm()  # a waiting POST /train?wait= answers before graceful_timeout would cut it off
+    freeze_startup_objects()  # last: the app is loaded, so garbage collections skip it from now on

