@@ -73,7 +73,12 @@ _LOCATION_NAMES = {"json": "request body", "form": "request body", "query": "que
                    "query string", "headers": "request headers", "cookies": "cookies", "view_args": "URL path"}
 
 
-BODY_MISMATCH = "The request body does not match its schema; see errors."
+def _mismatch(parts: list[str]) -> str:
+    """The validation problem's detail: which parts of the request did not match their schema."""
+    return f"The {' and the '.join(parts)} {'does' if len(parts) == 1 else 'do'} not match its schema; see errors."
+
+
+BODY_MISMATCH = _mismatch(["request body"])
 
 
 def validation_problem(messages, detail: str | None = None) -> dict:
@@ -81,9 +86,7 @@ def validation_problem(messages, detail: str | None = None) -> dict:
     (webargs' ``{"query": {...}}``) unless ``detail`` is given: the detail then names the part of the request."""
     if detail is None:
         parts = [_LOCATION_NAMES.get(key) for key in messages] if isinstance(messages, dict) else []
-        parts = list(dict.fromkeys(parts)) if parts and all(parts) else ["request body"]
-        verb = "does" if len(parts) == 1 else "do"
-        detail = f"The {' and the '.join(parts)} {verb} not match its schema; see errors."
+        detail = _mismatch(list(dict.fromkeys(parts))) if parts and all(parts) else BODY_MISMATCH
     return problem_document(422, "Validation failed", detail, type="urn:minigrad:problem:validation", errors=messages)
 
 
