@@ -62,7 +62,8 @@ def parse_json_body(data: bytes):
 def read_json_body(request: Request):
     """The request's JSON body. A missing Content-Type is taken as JSON (some clients, Triton's among
     them, send none); any other non-JSON type is a 415. Bodies over ``MAX_CONTENT_LENGTH`` are a 413."""
-    mimetype = request.mimetype
+    # The usual header is compared as it came (parsing it costs a JSON prediction 2 us); others are parsed.
+    mimetype = "" if request.environ.get("CONTENT_TYPE") == "application/json" else request.mimetype
     if mimetype and not core.is_json(mimetype):
         abort_problem(415, detail=f"Expected a JSON body (Content-Type: application/json), got {mimetype!r}.",
                       type="urn:minigrad:problem:unsupported-media-type")

@@ -15,7 +15,6 @@ gunicorn master imports the service before it has set the directory.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -93,7 +92,7 @@ class ServiceMetrics:
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
         pair = self._per_route.get(key)
-        with metrics_best_effort():
+        with metrics_best_effort:
             if pair is None:
                 labels = (route, method, str(status))
                 pair = self._per_route.setdefault(key, (self.requests.labels(*labels), self.latency.labels(*labels)))
@@ -109,14 +108,23 @@ class ServiceMetrics:
         pair[1].inc(rows)
 
 
-@contextlib.contextmanager
-def metrics_best_effort():
-    """A metric the disk cannot hold (multiprocess mode grows its files) is lost, not the request: found by
-    tests/test_faults.py, where a file-size limit turned uploads into 500s through the first new label."""
-    try:
-        yield
-    except OSError as error:
-        log.warning("metric not recorded: %s", error)
+class _BestEffort:
+    """``with metrics_best_effort:`` a metric the disk cannot hold (multiprocess mode grows its files) is
+    lost, not the request: found by tests/test_faults.py, where a file-size limit turned uploads into 500s
+    through the first new label. A class rather than a generator: it runs twice per prediction, and
+    contextlib's generator machinery would cost more than the counting."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is not None and issubclass(kind, OSError):
+            log.warning("metric not recorded: %s", error)
+            return True
+        return False
+
+
+metrics_best_effort = _BestEffort()
 
 
 _built: ServiceMetrics | None = None
@@ -149,9 +157,8 @@ def start_metrics_server(host: str, port: int) -> None:
 
 def record_prediction(model: str, rows: int) -> None:
     """Count one answered prediction request of ``rows`` rows for ``model``."""
-    metrics = service_metrics()
-    with metrics_best_effort():
-        metrics.observe_prediction(model, rows)
+    with metrics_best_effort:
+        service_metrics().observe_prediction(model, rows)
 
 
 class JobStatusCollector:

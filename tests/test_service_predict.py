@@ -153,6 +153,31 @@ def test_outputs_that_overflow_are_a_problem_not_invalid_json(client, model_dir,
     assert problem["detail"].startswith(f"{where}: the model computed inf from these inputs")
 
 
+def test_an_output_that_is_nan_is_a_problem_too(client, model_dir):
+    model = Sequential([Linear(1, 1), Linear(1, 1)])
+    model.layers[0].weight.data[:] = 1e300
+    model.layers[1].weight.data[:] = 0.0
+    minigrad.save(model, model_dir / "nan.json")
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e310 * 0: inf * 0
+        response = client.post("/predict", json={"model": "nan", "inputs": [[1e10]]})
+    assert response.status_code == 422
+    assert json.loads(response.data)["detail"].startswith("outputs[0][0]: the model computed nan from these inputs")
+
+
+@pytest.mark.parametrize("inputs", [[[1e-300], [-3.5], [1e16], [123456789.125], [2.5e-8], [0.1]], [7.0]])
+def test_the_answer_is_the_text_json_dumps_writes(client, model_dir, inputs):
+    # The view writes the answer itself (not through json.dumps): the bytes must be the same all the same.
+    model = Sequential([Linear(1, 1)])
+    model.layers[0].weight.data[:] = 1.0
+    model.layers[0].bias.data[:] = 0.0
+    minigrad.save(model, model_dir / "identity.json")
+    response = client.post("/predict", json={"model": "identity", "inputs": inputs})
+    assert response.status_code == 200
+    outputs = forward(model_dir / "identity.json", np.reshape(inputs, (-1, 1)))
+    outputs = outputs.tolist() if isinstance(inputs[0], list) else outputs[0].tolist()
+    assert response.data == json.dumps({"model": "identity", "version": 1, "outputs": outputs}).encode()
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
 def test_non_json_bodies_are_415(client, content_type):
     response = client.post("/predict", data='{"model": "xor", "inputs": [[0, 1]]}', content_type=content_type)
