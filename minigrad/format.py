@@ -18,6 +18,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
@@ -170,8 +171,8 @@ def finite_array(value, ndim: int) -> np.ndarray:
         # The common case, JSON's: lists of Python ints and floats. Their types are known from one scan
         # (which a boolean, since True would silently become 1.0, or anything else fails), so numpy
         # converts straight to float64 without discovering a dtype; integers need no finiteness pass.
-        types = set()
-        if _nested_lists(value, ndim, types) and types <= _PLAIN_NUMBERS:
+        types = _leaf_types(value, ndim)
+        if types is not None and types <= _PLAIN_NUMBERS:
             try:
                 array = np.asarray(value, dtype=np.float64)
             except (ValueError, TypeError, OverflowError):  # ragged, or an integer beyond float64
@@ -213,14 +214,28 @@ def _checked_finite(array: np.ndarray) -> np.ndarray:
 _PLAIN_NUMBERS = frozenset({int, float})
 
 
-def _nested_lists(value, ndim: int, types: set) -> bool:
-    """Whether ``value`` is lists nested ``ndim`` deep (ragged or not); adds the leaves' types to ``types``."""
+def _leaf_types(value, ndim: int) -> set | None:
+    """The types of the leaves when ``value`` is lists nested ``ndim`` deep (ragged or not), else None.
+    Rows and matrices, the usual shapes, are scanned at C speed (``map(type, ...)``): a Python call per
+    row costs as much as numpy's whole conversion of a small batch."""
     if type(value) is not list:
-        return False
+        return None
     if ndim == 1:
-        types.update(map(type, value))
-        return True
-    return all(_nested_lists(row, ndim - 1, types) for row in value)
+        return set(map(type, value))
+    if not _LISTS.issuperset(map(type, value)):
+        return None
+    if ndim == 2:
+        return set(map(type, chain.from_iterable(value)))
+    types = set()
+    for row in value:
+        found = _leaf_types(row, ndim - 1)
+        if found is None:
+            return None
+        types |= found
+    return types
+
+
+_LISTS = frozenset({list})
 
 
 def _has_bool(value, ndim: int) -> bool:

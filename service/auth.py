@@ -64,7 +64,7 @@ def require_token_for_predictions(view):
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        if current_app.config["MINIGRAD_PROTECT_PREDICT"]:
+        if current_app._get_current_object().config["MINIGRAD_PROTECT_PREDICT"]:  # see get_registry
             check_token()
         return view(*args, **kwargs)
 

@@ -216,7 +216,7 @@ _INFER_BODY = {
 def infer(name, version=None):
     """Run the model on a batch: JSON data (flat or nested, row-major) or binary tensor data."""
     model = _lookup(name, version)
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    limit = current_app._get_current_object().config.get("MAX_CONTENT_LENGTH")  # see get_registry
     body = decode_body(read_body(request), request.headers.get("Content-Encoding"), limit)
     parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
     outputs = model.predict(_model_input(parsed, model))
