@@ -4,7 +4,8 @@
    here with apt-get when missing and we are root) against gunicorn with 2 workers on loopback:
    ``POST /predict`` (XOR, batch of 4) vs ``GET /healthz``. Targets: predict >= 0.85x the trivial
    endpoint's requests/s, and p99 <= 2x its p99. Also vs a trivial POST route that parses the same
-   body (``bench/trivial_post_app.py``), which separates HTTP POST handling from the prediction.
+   body (``bench/trivial_post_app.py``), which separates HTTP POST handling from the prediction, and vs
+   a bare prediction there (parse, forward pass, rows; no checks), the most /predict could reach.
 2. A large batch end to end: ``POST /predict`` of 1,000 rows x 784 features to a 784-128-10 model,
    against ``json.loads`` of the same body + the forward pass + ``json.dumps`` of the outputs in one
    process. Target <= 2x.
@@ -119,6 +120,7 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
     script = _post_script(directory, {"model": "xor", "inputs": XOR_BATCH})
     targets = {"GET /healthz (trivial)": (server.url + "/healthz", None),
                "POST /bench/echo (trivial POST)": (server.url + "/bench/echo", script),
+               "POST /bench/bare-predict (no checks)": (server.url + "/bench/bare-predict", script),
                "POST /predict (XOR, batch 4)": (server.url + "/predict", script)}
     runs = {name: [] for name in targets}
     for url, lua in targets.values():  # warm up every worker's cache and code paths
@@ -136,7 +138,7 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
         best[name] = {key: statistics.median(r[key] for r in results) for key in ("rps", "p50", "p99", "cpu")}
         failures = sum(r["non_2xx"] for r in results)
         sockets = "; ".join(r["socket_errors"] for r in results if r["socket_errors"])
-        print(f"  {name:30s} {best[name]['rps']:8.0f} req/s   p50 {best[name]['p50'] * 1e3:6.2f} ms   "
+        print(f"  {name:36s} {best[name]['rps']:8.0f} req/s   p50 {best[name]['p50'] * 1e3:6.2f} ms   "
               f"p99 {best[name]['p99'] * 1e3:6.2f} ms   worker CPU {best[name]['cpu'] * 1e6:4.0f} us/request   "
               f"non-2xx {failures}" + (f"   socket errors: {sockets}" if sockets else ""))
     trivial, predict = best["GET /healthz (trivial)"], best["POST /predict (XOR, batch 4)"]
@@ -149,6 +151,11 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
     print(f"  predict / trivial POST (same JSON body, parsed and answered, no model): throughput "
           f"{predict['rps'] / echo['rps']:.2f}x, p99 {predict['p99'] / echo['p99']:.2f}x, worker CPU per request "
           f"{echo['cpu'] / predict['cpu']:.2f}x -- what the prediction itself adds to a bare Flask POST endpoint")
+    bare = best["POST /bench/bare-predict (no checks)"]
+    print(f"  bare prediction (same body, the forward pass and the rows, no checks) / trivial: throughput "
+          f"{bare['rps'] / trivial['rps']:.2f}x, worker CPU per request {trivial['cpu'] / bare['cpu']:.2f}x -- the "
+          f"most /predict could reach; predict / bare: throughput {predict['rps'] / bare['rps']:.2f}x, worker CPU "
+          f"{bare['cpu'] / predict['cpu']:.2f}x -- what the service's checks, registry and metrics cost")
 
 
 def large_batch(server: GunicornServer, model: Sequential, rounds: int = 7) -> None:
