@@ -43,6 +43,8 @@ __all__ = [
     "save",
     "load",
     "document_summary",
+    "finite_array",
+    "has_boolean",
 ]
 
 FORMAT = "minigrad.sequential"
@@ -186,7 +188,7 @@ def finite_array(value, ndim: int) -> np.ndarray:
         except (ValueError, TypeError, OverflowError):
             array = None
         # A boolean among numbers would silently become 1.0, so look for one (a C-speed type scan).
-        if array is None or array.dtype.kind not in "fiu" or (array.ndim == ndim and _has_bool(value, ndim)):
+        if array is None or array.dtype.kind not in "fiu" or (array.ndim == ndim and has_boolean(value, ndim)):
             defect = _first_defect(value, ndim)
             if defect is not None:
                 raise ValidationError(defect)
@@ -238,10 +240,12 @@ def _leaf_types(value, ndim: int) -> set | None:
 _LISTS = frozenset({list})
 
 
-def _has_bool(value, ndim: int) -> bool:
+def has_boolean(value, ndim: int) -> bool:
+    """Whether nested lists ``value``, ``ndim`` deep (as numpy converted them), hold a boolean: numpy turns
+    ``[1, True]`` into integers without a word, so a converter that refuses booleans looks for them."""
     if ndim == 1:
         return not _BOOLEANS.isdisjoint(map(type, value))
-    return any(_has_bool(row, ndim - 1) for row in value)
+    return any(has_boolean(row, ndim - 1) for row in value)
 
 
 _BOOLEANS = {bool, np.bool_}

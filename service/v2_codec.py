@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
+from minigrad.format import has_boolean
+
 __all__ = [
     "DATATYPES",
     "BINARY_CONTENT_TYPE",
@@ -213,8 +215,9 @@ def _array_from_json(data, shape: list[int], dtype: np.dtype, where: str) -> np.
         if "maximum number of dimension" in str(error):  # numpy's limit, not a ragged list (it was called one)
             raise V2ProtocolError(f"{where}.data is nested more than 64 lists deep") from None
         raise V2ProtocolError(f"{where}.data is ragged: nested lists must all have the same length") from None
-    # 'b' (booleans), 'U' (strings) and 'O' (nulls, huge integers, mixed nesting) are not numbers.
-    if array.dtype.kind not in "iuf" and array.size:
+    # 'b' (booleans), 'U' (strings) and 'O' (nulls, huge integers, mixed nesting) are not numbers; nor is a
+    # boolean among numbers, which numpy converted to 1 or 0.
+    if (array.dtype.kind not in "iuf" and array.size) or (array.ndim and has_boolean(data, array.ndim)):
         raise V2ProtocolError(
             f"{where}.data must contain only numbers (no booleans, strings, nulls or integers beyond 64 bits)"
         )

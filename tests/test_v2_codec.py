@@ -91,6 +91,11 @@ def test_fp32_numbers_round_to_the_nearest_float32():
         (json_request([{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, "2"]}]), "only numbers"),
         (json_request([{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, None]}]), "only numbers"),
         (json_request([{"name": "x", "shape": [2], "datatype": "FP32", "data": [True, False]}]), "only numbers"),
+        # numpy turns a boolean among numbers into 1 or 0 without a word: it was served as a number.
+        (json_request([{"name": "x", "shape": [2], "datatype": "FP32", "data": [0, True]}]), "only numbers"),
+        (json_request([{"name": "x", "shape": [2], "datatype": "FP64", "data": [0.5, False]}]), "only numbers"),
+        (json_request([{"name": "x", "shape": [2, 2], "datatype": "FP64", "data": [[0, 1], [True, 1]]}]),
+         "only numbers"),
         (json_request([{"name": "x", "shape": [1], "datatype": "FP32", "data": [2**70]}]), "only numbers"),
         (json_request([{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3]]}]), "ragged"),
         (json_request([{"name": "x", "shape": [1], "datatype": "FP32", "data": json.loads("[" * 70 + "1" + "]" * 70)}]),
