@@ -377,3 +377,105 @@ def test_responses_carry_outputs_exactly_in_json_and_binary(y):
     assert np.array(output["data"], dtype=y.dtype).reshape(output["shape"]).tobytes() == y.tobytes()
     as_binary, headers = encode_infer_response("m", 1, None, [("y", y, True)])
     assert as_binary[int(headers[HEADER_LENGTH]) :] == y.tobytes()
+
+
+# The envelope shortcut (_envelope_as_loaded) against the schema it stands in for.
+_values = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.floats(allow_nan=False), st.text(max_size=3),
+                    st.just([]), st.just({}), st.lists(st.integers(-1, 3), max_size=3),
+                    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
+_parameters = st.dictionaries(st.sampled_from(["binary_data_size", "binary_data", "x"]),
+                              st.one_of(st.integers(0, 8), st.booleans()), max_size=2)
+def _mutants(valid: st.SearchStrategy, keys: list[str]) -> st.SearchStrategy:
+    """``valid`` objects, and the same with one field removed or set to any value (an unknown one too)."""
+    def mutate(spec):
+        return st.one_of(st.just(spec),
+                         st.sampled_from(keys).map(lambda key: {k: v for k, v in spec.items() if k != key}),
+                         st.tuples(st.sampled_from([*keys, "model_name"]), _values)
+                         .map(lambda kv: {**spec, kv[0]: kv[1]}))
+    return valid.flatmap(mutate)
+
+
+_input_specs = _mutants(st.fixed_dictionaries(
+    {"name": st.just("input"), "shape": st.lists(st.integers(0, 4), max_size=3),
+     "datatype": st.sampled_from(["FP32", "FP64", "BYTES"])},
+    optional={"parameters": _parameters, "data": st.lists(st.integers(0, 3), max_size=4)}),
+    ["name", "shape", "datatype", "parameters", "data"])
+_output_specs = _mutants(st.fixed_dictionaries({"name": st.just("output")}, optional={"parameters": _parameters}),
+                         ["name", "parameters"])
+_envelopes = _mutants(st.fixed_dictionaries(
+    {"inputs": st.lists(_input_specs, min_size=1, max_size=3)},
+    optional={"id": st.text(max_size=3), "parameters": _parameters,
+              "outputs": st.lists(_output_specs, max_size=2)}),
+    ["id", "parameters", "inputs", "outputs"])
+
+
+@settings(max_examples=600)
+@given(_envelopes)
+def test_the_envelope_shortcut_loads_what_the_schema_loads(header):
+    from marshmallow import ValidationError
+
+    from service.v2_codec import InferRequestSchema, _envelope_as_loaded
+
+    shortcut = _envelope_as_loaded(json.loads(json.dumps(header)))  # a copy: the schema gets the original
+    if shortcut is not None:
+        try:
+            loaded = InferRequestSchema().load(header)
+        except ValidationError as error:
+            raise AssertionError(f"the shortcut accepted what the schema refuses: {error.messages}") from None
+        assert shortcut == loaded
+
+
+def test_the_envelope_shortcut_takes_the_requests_clients_send():
+    from service.v2_codec import _envelope_as_loaded
+
+    # tritonclient's JSON and binary requests, and curl's usual one.
+    for header in ({"inputs": [{"name": "input", "shape": [4, 2], "datatype": "FP64", "data": [0, 1] * 4}]},
+                   {"inputs": [{"name": "input", "shape": [4, 2], "datatype": "FP32",
+                                "parameters": {"binary_data_size": 32}}],
+                    "outputs": [{"name": "output", "parameters": {"binary_data": True}}], "id": "7"},
+                   {"id": "a", "parameters": {"binary_data_output": True},
+                    "inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [[0, 1]]}]}):
+        assert _envelope_as_loaded(header) is not None
+
+
+_ODD_VALUES = [None, True, False, 0, -1, 2**70, 1.5, "", "x", [], {}, [-1], [True], [2.5], [None], {"a": 1}]
+_BASE_ENVELOPE = {"id": "7", "parameters": {"binary_data_output": False},
+                  "inputs": [{"name": "input", "shape": [2, 2], "datatype": "FP64", "parameters": {},
+                              "data": [0, 1, 1, 0]}],
+                  "outputs": [{"name": "output", "parameters": {"binary_data": False}}]}
+
+
+def _single_mutations():
+    """The base envelope with one field (at any level) removed, or set to each odd value, or added unknown."""
+    def at(path, change):
+        header = json.loads(json.dumps(_BASE_ENVELOPE))
+        *parents, key = path
+        target = header
+        for step in parents:
+            target = target[step]
+        change(target, key)
+        return header
+
+    paths = [(key,) for key in _BASE_ENVELOPE] + [("inputs", 0, key) for key in _BASE_ENVELOPE["inputs"][0]] \
+        + [("outputs", 0, key) for key in _BASE_ENVELOPE["outputs"][0]] + [("inputs", 0, "shape", 0)]
+    for path in paths:
+        if not isinstance(path[-1], int):
+            yield at(path, lambda target, key: target.pop(key))
+        for value in _ODD_VALUES:
+            yield at(path, lambda target, key, value=value: target.__setitem__(key, value))
+    for parent in [(), ("inputs", 0), ("outputs", 0)]:
+        yield at((*parent, "model_name"), lambda target, key: target.__setitem__(key, "xor"))
+
+
+@pytest.mark.parametrize("header", list(_single_mutations()))
+def test_the_envelope_shortcut_agrees_with_the_schema_on_every_single_change(header):
+    from marshmallow import ValidationError
+
+    from service.v2_codec import InferRequestSchema, _envelope_as_loaded
+
+    shortcut = _envelope_as_loaded(json.loads(json.dumps(header)))
+    try:
+        loaded = InferRequestSchema().load(header)
+    except ValidationError:
+        loaded = None
+    assert shortcut is None or shortcut == loaded
