@@ -124,8 +124,10 @@ def _lookup(name: str, version: str | None) -> LoadedModel:
     """The model a URL names; the version is a string in the protocol, a positive integer here."""
     if version is None:
         return get_registry().get(name)
-    if not (version.isascii() and version.isdigit()) or int(version) < 1:
-        raise V2ProtocolError(f"model version must be a positive integer, got {version!r}")
+    # The versions are named "1", "2", ...: "01" would name version 1 by another name (as the OpenAPI
+    # document's pattern for the parameter says, ^[1-9][0-9]*$).
+    if not (version.isascii() and version.isdigit()) or version.startswith("0"):
+        raise V2ProtocolError(f"model version must be a positive integer without leading zeros, got {version!r}")
     return get_registry().get(name, int(version))
 
 

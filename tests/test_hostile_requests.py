@@ -257,7 +257,7 @@ CASES = [
     v2("v2-corrupt-gzip", b"\x1f\x8b\x08garbage", 400, "request body is not valid gzip data",
        {"Content-Encoding": "gzip"}),
     v2("v2-unknown-model", ONE_ROW, 404, "no model named 'nope'", path="/v2/models/nope/infer"),
-    v2("v2-version-zero", ONE_ROW, 400, "model version must be a positive integer, got '0'",
+    v2("v2-version-zero", ONE_ROW, 400, "model version must be a positive integer without leading zeros, got '0'",
        path="/v2/models/xor/versions/0/infer"),
     v2("v2-version-a-word", ONE_ROW, 400, "got 'abc'", path="/v2/models/xor/versions/abc/infer"),
     v2("v2-over-the-limit", b" " * (LIMIT + 1), 413, "larger than this service accepts"),

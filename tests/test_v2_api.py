@@ -106,15 +106,22 @@ def test_new_versions_show_in_metadata_and_are_served_by_version(app, client, mo
         ("/v2/models/nope/ready", 404, "no model named 'nope'"),
         ("/v2/models/xor/versions/3", 404, "has no version 3"),
         ("/v2/models/xor/versions/3/ready", 404, "has no version 3"),
-        ("/v2/models/xor/versions/latest", 400, "version must be a positive integer, got 'latest'"),
-        ("/v2/models/xor/versions/0/ready", 400, "version must be a positive integer, got '0'"),
-        ("/v2/models/xor/versions/\u00b2", 400, "version must be a positive integer, got '\u00b2'"),
+        ("/v2/models/xor/versions/latest", 400, "without leading zeros, got 'latest'"),
+        ("/v2/models/xor/versions/0/ready", 400, "a positive integer without leading zeros, got '0'"),
+        ("/v2/models/xor/versions/01", 400, "without leading zeros, got '01'"),  # was served as version 1
+        ("/v2/models/xor/versions/\u00b2", 400, "must be a positive integer without leading zeros, got '\u00b2'"),
         ("/v2/models/bad..name", 400, "is not valid"),
         ("/v2/no/such/endpoint", 404, "not found"),
     ],
 )
 def test_lookup_errors_are_protocol_errors(client, path, status, fragment):
     assert_error(client.get(path), status, fragment)
+
+
+def test_an_infer_naming_a_version_with_a_leading_zero_is_refused(client):
+    body = {"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [0, 1]}]}
+    assert_error(client.post("/v2/models/xor/versions/01/infer", json=body), 400, "without leading zeros, got '01'")
+    assert client.post("/v2/models/xor/versions/1/infer", json=body).status_code == 200
 
 
 def test_wrong_method_is_a_protocol_error_with_allow(client):
