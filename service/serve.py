@@ -11,13 +11,11 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .config import server_settings
 from .metrics import prepare_multiprocess_dir
 from .startup import refuse_bad_settings, share_metrics_of_a_running_service
 
@@ -62,25 +60,9 @@ def stop_all(processes: dict[str, subprocess.Popen]) -> None:
             process.wait()
 
 
-def refuse_a_taken_port(gunicorn_args: list[str]) -> None:
-    """Exit, saying so, when the port gunicorn will bind is taken. gunicorn would try for five seconds
-    before giving up, and the consumer started beside it could take a queued job meanwhile."""
-    if any(arg in ("-b", "--bind") or arg.startswith(("-b", "--bind=")) for arg in gunicorn_args):
-        return  # an address of the caller's choosing: gunicorn reports on it
-    port = server_settings()["port"]
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no obstacle
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as error:
-            raise SystemExit(f"serve: cannot listen on 127.0.0.1:{port} ({error.strerror}): another server is "
-                             "probably running there; stop it, or set PORT to a free port") from None
-
-
 def main(argv=None) -> int:
     gunicorn_args = sys.argv[1:] if argv is None else argv
     refuse_bad_settings("serve")  # before anything starts: gunicorn and the consumer would each fail on it
-    refuse_a_taken_port(gunicorn_args)
     stopping = False
 
     def request_stop(signum, frame):

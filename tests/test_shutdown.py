@@ -9,16 +9,13 @@ import http.client
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from jobs_support import REPO, XOR_INPUTS, XOR_TARGETS, job_env, start_serve, wait_for, xor_request
+from jobs_support import XOR_INPUTS, XOR_TARGETS, job_env, start_serve, wait_for, xor_request
 
 from service.jobs.store import SqliteJobStore
 
@@ -228,18 +225,3 @@ def test_sigterm_ends_a_train_wait_with_the_jobs_202_before_gunicorn_cuts_it_off
     assert answer.status_code == 202, answer.text
     assert answer.headers["Location"] == f"/jobs/{answer.json()['id']}" and answer.json()["status"] == "queued"
     assert server.process.wait(timeout=30) == 0
-
-
-def test_serve_on_a_taken_port_exits_at_once_saying_so(tmp_path):
-    """It used to start its consumer, which could take a queued job, while gunicorn tried the port for 5 s."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "service.serve"], cwd=REPO, capture_output=True, text=True,
-                                env={**job_env(tmp_path), "PORT": str(port)}, timeout=60)
-    assert result.returncode == 1
-    assert f"serve: cannot listen on 127.0.0.1:{port}" in result.stderr and "set PORT" in result.stderr
-    assert time.monotonic() - started < 4  # gunicorn's own retries take 5 s
-    assert not (tmp_path / "var" / "jobs.sqlite3").exists()  # no consumer opened the queue
