@@ -128,7 +128,9 @@ class InvalidModelFile(RegistryError):
 
 def is_valid_name(name) -> bool:
     """The pattern, and no '..' anywhere (a name is a file and a directory in the model directory)."""
-    return isinstance(name, str) and _NAME.match(name) is not None and ".." not in name
+    # fullmatch: the pattern's "$" also matches before a final newline, and "xor\n" was a valid name (its
+    # files could be written, and /predict's answer, which writes the name as it is, was not JSON).
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None and ".." not in name
 
 
 def validate_name(name) -> str:
@@ -354,7 +356,7 @@ class ModelRegistry:
             return {}
         versions = {}
         for entry in listing:
-            match = _VERSION_FILE.match(entry)
+            match = _VERSION_FILE.fullmatch(entry)  # "1.json\n" is not version 1
             if match:
                 versions[int(match.group(1))] = os.path.join(path, entry)
         return versions

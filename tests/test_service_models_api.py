@@ -115,7 +115,8 @@ def test_unknown_things_are_404(client, method, url, fragment):
     assert_problem(getattr(client, method)(url), 404, fragment)
 
 
-@pytest.mark.parametrize("name", ["a..b", ".hidden", "-x", "x" * 65, "%00", "caf%C3%A9", "a%20b", "..%2F..%2Fetc"])
+@pytest.mark.parametrize("name", ["a..b", ".hidden", "-x", "x" * 65, "%00", "caf%C3%A9", "a%20b", "..%2F..%2Fetc",
+                                  "abc%0A"])
 def test_bad_model_names_are_400_or_404_and_touch_nothing(client, model_dir, name):
     before = model_files(model_dir)
     for response in (client.get(f"/models/{name}"), client.put(f"/models/{name}", json=xor_like(1)),

@@ -153,6 +153,15 @@ def test_outputs_that_overflow_are_a_problem_not_invalid_json(client, model_dir,
     assert problem["detail"].startswith(f"{where}: the model computed inf from these inputs")
 
 
+def test_a_name_ending_in_a_newline_is_refused_even_when_its_file_is_there(client, model_dir):
+    # "xor\n.json" placed by hand: the name was taken as valid, and the answer (which writes the name as
+    # it is) was not JSON.
+    (model_dir / "xor\n.json").write_bytes((model_dir / "xor.json").read_bytes())
+    response = client.post("/predict", json={"model": "xor\n", "inputs": [[0, 1]]})
+    assert response.status_code == 422
+    assert "model" in response.get_json()["errors"]["json"]
+
+
 def test_an_output_that_is_nan_is_a_problem_too(client, model_dir):
     model = Sequential([Linear(1, 1), Linear(1, 1)])
     model.layers[0].weight.data[:] = 1e300

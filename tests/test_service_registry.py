@@ -123,6 +123,7 @@ def test_unknown_model_and_version(registry):
 @pytest.mark.parametrize("name", [
     "", ".", "..", "../etc", "a/b", "a\\b", "a..b", ".hidden", "-dash", "_under", "a b", "a\x00b", "ümlaut",
     "x" * 65, "x" * 300, None, 3,
+    "xor\n", "a\n",  # the pattern's "$" matches before a final newline: these were valid names
 ])
 def test_names_that_could_leave_the_directory_are_refused(registry, model_dir, name):
     before = sorted(os.listdir(model_dir))
