@@ -49,6 +49,10 @@ def env(tmp_path):
     return job_env(tmp_path, MINIGRAD_API_TOKEN=TOKEN, **FAST_HEARTBEAT)
 
 
+# A server killed mid-answer shows as a broken body (ChunkedEncodingError), not only a refused connection.
+CUT_OFF = (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
+
+
 def predictions(url: str, stop: threading.Event, outcomes: list, model: str = "constant"):
     """One client: predictions on one keep-alive session until ``stop``; appends (status or error, body)."""
     session = requests.Session()
@@ -56,9 +60,8 @@ def predictions(url: str, stop: threading.Event, outcomes: list, model: str = "c
         try:
             response = session.post(f"{url}/predict", json={"model": model, "inputs": ROWS}, timeout=10)
             outcomes.append((response.status_code, response.json() if response.status_code == 200 else response.text))
-        # A worker killed mid-answer shows as a broken body (ChunkedEncodingError), not only a refused connection:
-        # either is recorded, or the client thread would die and the burst would thin out unnoticed.
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+        # Either cut-off is recorded, or the client thread would die and the burst would thin out unnoticed.
+        except CUT_OFF as error:
             outcomes.append((type(error).__name__, str(error)))
             session = requests.Session()
 
@@ -223,7 +226,7 @@ def uploads(url: str, stop: threading.Event, acknowledged: list):
         name, document = f"model-{index % 3}", constant_model(index, width=4)
         try:
             response = put(url, name, document)
-        except requests.ConnectionError:
+        except CUT_OFF:  # the kill: this upload was never acknowledged
             return
         if response.status_code == 201:
             acknowledged.append((name, response.json()["version"], document))
@@ -236,7 +239,7 @@ def submissions(url: str, stop: threading.Event, acknowledged: list):
     while not stop.is_set():
         try:
             response = requests.post(f"{url}/train", json=xor_request(epochs=300, seed=seed), headers=AUTH, timeout=10)
-        except requests.ConnectionError:
+        except CUT_OFF:  # the kill: this job was never acknowledged
             return
         if response.status_code == 202:
             acknowledged.append(response.json()["id"])
