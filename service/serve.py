@@ -60,6 +60,55 @@ def stop_all(processes: dict[str, subprocess.Popen]) -> None:
             process.wait()
 
 
+LISTEN_TIMEOUT = 30.0  # then the consumer starts anyway (gunicorn binding something /proc does not show)
+
+
+def wait_until_listening(process: subprocess.Popen, stopping, timeout: float = LISTEN_TIMEOUT) -> bool:
+    """Wait until ``process`` holds a listening socket; False if it exits (or a stop is asked) first. Where
+    /proc cannot tell (not Linux), or after ``timeout``, True: the consumer is not held back for good."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and not stopping():
+        listening = holds_a_listening_socket(process.pid)
+        if listening is None or listening or time.monotonic() > deadline:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def holds_a_listening_socket(pid: int) -> bool | None:
+    """Whether process ``pid`` has a TCP or Unix socket in the listening state; None if /proc cannot say."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return None if not os.path.isdir("/proc/self/fd") else False  # no /proc at all, or the process is gone
+    except OSError:
+        return None
+    inodes = set()
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed since the listing
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:["):-1])
+    return any(_listed_as_listening(*table, inodes) for table in _SOCKET_TABLES)
+
+
+# /proc/net tables: (path, column of the state, the listening state, column of the inode).
+_SOCKET_TABLES = (("/proc/net/tcp", 3, "0A", 9), ("/proc/net/tcp6", 3, "0A", 9),
+                  ("/proc/net/unix", 3, "00010000", 6))  # unix: the flags column, __SO_ACCEPTCON
+
+
+def _listed_as_listening(path: str, state_column: int, listening: str, inode_column: int, inodes: set) -> bool:
+    try:
+        with open(path) as table:
+            rows = [row.split() for row in table.readlines()[1:]]
+    except OSError:
+        return False
+    return any(len(row) > inode_column and row[state_column] == listening and row[inode_column] in inodes
+               for row in rows)
+
+
 def main(argv=None) -> int:
     gunicorn_args = sys.argv[1:] if argv is None else argv
     refuse_bad_settings("serve")  # before anything starts: gunicorn and the consumer would each fail on it
@@ -74,10 +123,11 @@ def main(argv=None) -> int:
     # One metrics directory for both, so /metrics also counts the consumer's training time.
     share_metrics_of_a_running_service("serve")
     prepare_multiprocess_dir()
-    processes = {
-        "gunicorn": start([sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, *gunicorn_args]),
-        "consumer": start([sys.executable, "-m", "service.worker"]),
-    }
+    processes = {"gunicorn": start([sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, *gunicorn_args])}
+    # The consumer only once gunicorn listens: on a port another server holds, gunicorn retries for 5 s and
+    # exits, and a consumer started beside it could have taken a queued job meanwhile.
+    if wait_until_listening(processes["gunicorn"], lambda: stopping):
+        processes["consumer"] = start([sys.executable, "-m", "service.worker"])
     exited = None
     while not stopping and exited is None:
         exited = next((name for name, p in processes.items() if p.poll() is not None), None)

@@ -9,13 +9,16 @@ import http.client
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from jobs_support import XOR_INPUTS, XOR_TARGETS, job_env, start_serve, wait_for, xor_request
+from jobs_support import REPO, XOR_INPUTS, XOR_TARGETS, job_env, start_serve, wait_for, xor_request
 
 from service.jobs.store import SqliteJobStore
 
@@ -225,3 +228,29 @@ def test_sigterm_ends_a_train_wait_with_the_jobs_202_before_gunicorn_cuts_it_off
     assert answer.status_code == 202, answer.text
     assert answer.headers["Location"] == f"/jobs/{answer.json()['id']}" and answer.json()["status"] == "queued"
     assert server.process.wait(timeout=30) == 0
+
+
+def test_serve_on_a_taken_port_starts_no_consumer(tmp_path):
+    """gunicorn retries a taken port for 5 s and exits; the consumer, started beside it, could take a queued
+    job meanwhile. It is started only once gunicorn listens."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "service.serve"], cwd=REPO, capture_output=True, text=True,
+                                env={**job_env(tmp_path), "PORT": str(port)}, timeout=120)
+    assert result.returncode == 1
+    assert "serve: gunicorn exited with status 1; stopping the rest" in result.stderr
+    assert "Connection in use" in result.stderr  # gunicorn's own words for it
+    assert not (tmp_path / "var" / "jobs.sqlite3").exists()  # no consumer opened the queue
+
+
+def test_serve_knows_when_a_process_listens():
+    from service.serve import holds_a_listening_socket
+
+    assert holds_a_listening_socket(os.getpid()) is False
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        assert holds_a_listening_socket(os.getpid()) is False  # bound is not listening
+        server.listen()
+        assert holds_a_listening_socket(os.getpid()) is True
