@@ -9,12 +9,20 @@ the other is stopped too, so a half-running service never goes unnoticed. Extra 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
+import select
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from gunicorn import systemd
 
 from .metrics import prepare_multiprocess_dir
 from .startup import refuse_bad_settings, share_metrics_of_a_running_service
@@ -41,9 +49,9 @@ def _stop_when_parent_dies(parent: int):
     return arrange
 
 
-def start(command: list[str]) -> subprocess.Popen:
+def start(command: list[str], env: dict | None = None) -> subprocess.Popen:
     # A session of its own: the terminal's Ctrl-C reaches only this script, which decides the order.
-    return subprocess.Popen(command, start_new_session=True, preexec_fn=_stop_when_parent_dies(os.getpid()))
+    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_stop_when_parent_dies(os.getpid()))
 
 
 def stop_all(processes: dict[str, subprocess.Popen]) -> None:
@@ -60,53 +68,34 @@ def stop_all(processes: dict[str, subprocess.Popen]) -> None:
             process.wait()
 
 
-LISTEN_TIMEOUT = 30.0  # then the consumer starts anyway (gunicorn binding something /proc does not show)
+READY_TIMEOUT = 30.0  # then the consumer starts anyway (a gunicorn that does not report, e.g. an old one)
 
 
-def wait_until_listening(process: subprocess.Popen, stopping, timeout: float = LISTEN_TIMEOUT) -> bool:
-    """Wait until ``process`` holds a listening socket; False if it exits (or a stop is asked) first. Where
-    /proc cannot tell (not Linux), or after ``timeout``, True: the consumer is not held back for good."""
-    deadline = time.monotonic() + timeout
-    while process.poll() is None and not stopping():
-        listening = holds_a_listening_socket(process.pid)
-        if listening is None or listening or time.monotonic() > deadline:
-            return True
-        time.sleep(0.1)
-    return False
+class ReadyNotice:
+    """A Unix datagram socket that gunicorn's master reports to, in systemd's notify protocol: given as
+    ``NOTIFY_SOCKET``, it receives ``READY=1`` once every address is bound. Unlike a port probe, it knows
+    whatever gunicorn binds (a config file's ``bind``, several addresses, ``--reuse-port``)."""
 
+    def __init__(self):
+        self._directory = tempfile.mkdtemp(prefix="minigrad-serve-")
+        self.address = os.path.join(self._directory, "notify")
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(self.address)
 
-def holds_a_listening_socket(pid: int) -> bool | None:
-    """Whether process ``pid`` has a TCP or Unix socket in the listening state; None if /proc cannot say."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except FileNotFoundError:
-        return None if not os.path.isdir("/proc/self/fd") else False  # no /proc at all, or the process is gone
-    except OSError:
-        return None
-    inodes = set()
-    for fd in fds:
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:  # closed since the listing
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[len("socket:["):-1])
-    return any(_listed_as_listening(*table, inodes) for table in _SOCKET_TABLES)
-
-
-# /proc/net tables: (path, column of the state, the listening state, column of the inode).
-_SOCKET_TABLES = (("/proc/net/tcp", 3, "0A", 9), ("/proc/net/tcp6", 3, "0A", 9),
-                  ("/proc/net/unix", 3, "00010000", 6))  # unix: the flags column, __SO_ACCEPTCON
-
-
-def _listed_as_listening(path: str, state_column: int, listening: str, inode_column: int, inodes: set) -> bool:
-    try:
-        with open(path) as table:
-            rows = [row.split() for row in table.readlines()[1:]]
-    except OSError:
+    def wait(self, process: subprocess.Popen, stopping: Callable[[], bool], timeout: float = READY_TIMEOUT) -> bool:
+        """True once ``process`` reports ready (or after ``timeout``); False if it exits, or a stop is asked, first."""
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and not stopping():
+            if select.select([self._socket], [], [], 0.2)[0]:
+                if b"READY=1" in self._socket.recv(4096).split(b"\n"):
+                    return True
+            elif time.monotonic() > deadline:
+                return True
         return False
-    return any(len(row) > inode_column and row[state_column] == listening and row[inode_column] in inodes
-               for row in rows)
+
+    def close(self) -> None:
+        self._socket.close()
+        shutil.rmtree(self._directory, ignore_errors=True)
 
 
 def main(argv=None) -> int:
@@ -123,11 +112,18 @@ def main(argv=None) -> int:
     # One metrics directory for both, so /metrics also counts the consumer's training time.
     share_metrics_of_a_running_service("serve")
     prepare_multiprocess_dir()
-    processes = {"gunicorn": start([sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, *gunicorn_args])}
-    # The consumer only once gunicorn listens: on a port another server holds, gunicorn retries for 5 s and
-    # exits, and a consumer started beside it could have taken a queued job meanwhile.
-    if wait_until_listening(processes["gunicorn"], lambda: stopping):
-        processes["consumer"] = start([sys.executable, "-m", "service.worker"])
+    # The consumer only once gunicorn has bound its addresses: on a port another server holds, gunicorn
+    # retries for 5 s and exits, and a consumer started beside it could have taken a queued job meanwhile.
+    ready = ReadyNotice()
+    try:
+        processes = {"gunicorn": start([sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, *gunicorn_args],
+                                       env={**os.environ, "NOTIFY_SOCKET": ready.address})}
+        if ready.wait(processes["gunicorn"], lambda: stopping):
+            processes["consumer"] = start([sys.executable, "-m", "service.worker"])
+            # Under systemd (Type=notify) this script is the main process: it reports for the service.
+            systemd.sd_notify("READY=1", logging.getLogger(__name__))
+    finally:
+        ready.close()
     exited = None
     while not stopping and exited is None:
         exited = next((name for name, p in processes.items() if p.poll() is not None), None)

@@ -21,6 +21,7 @@ import requests
 from jobs_support import REPO, XOR_INPUTS, XOR_TARGETS, job_env, start_serve, wait_for, xor_request
 
 from service.jobs.store import SqliteJobStore
+from service.testing import free_port
 
 ROWS = [[0.25 * (i % 5), 1.0 - 0.125 * (i % 9)] for i in range(2000)]
 
@@ -230,27 +231,36 @@ def test_sigterm_ends_a_train_wait_with_the_jobs_202_before_gunicorn_cuts_it_off
     assert server.process.wait(timeout=30) == 0
 
 
-def test_serve_on_a_taken_port_starts_no_consumer(tmp_path):
+@pytest.mark.parametrize("free_address_too", [False, True])
+def test_serve_on_a_taken_port_starts_no_consumer(tmp_path, free_address_too):
     """gunicorn retries a taken port for 5 s and exits; the consumer, started beside it, could take a queued
-    job meanwhile. It is started only once gunicorn listens."""
+    job meanwhile. It is started only once gunicorn reports every address bound (also when another address,
+    bound first, is free)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "service.serve"], cwd=REPO, capture_output=True, text=True,
-                                env={**job_env(tmp_path), "PORT": str(port)}, timeout=120)
+        binds = ["--bind", f"127.0.0.1:{free_port()}", "--bind", f"127.0.0.1:{port}"] if free_address_too else []
+        result = subprocess.run([sys.executable, "-m", "service.serve", *binds], cwd=REPO, capture_output=True,
+                                text=True, env={**job_env(tmp_path), "PORT": str(port)}, timeout=120)
     assert result.returncode == 1
     assert "serve: gunicorn exited with status 1; stopping the rest" in result.stderr
     assert "Connection in use" in result.stderr  # gunicorn's own words for it
     assert not (tmp_path / "var" / "jobs.sqlite3").exists()  # no consumer opened the queue
 
 
-def test_serve_knows_when_a_process_listens():
-    from service.serve import holds_a_listening_socket
-
-    assert holds_a_listening_socket(os.getpid()) is False
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        assert holds_a_listening_socket(os.getpid()) is False  # bound is not listening
-        server.listen()
-        assert holds_a_listening_socket(os.getpid()) is True
+def test_serve_reports_ready_to_systemd_once_both_run(tmp_path):
+    """Under systemd (Type=notify) serve is the main process: it passes gunicorn's READY=1 on, once the
+    consumer is started too."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(60)
+        process, url = start_serve({**job_env(tmp_path), "NOTIFY_SOCKET": str(tmp_path / "notify")},
+                                   tmp_path / "serve.log")
+        try:
+            assert notify.recv(4096) == b"READY=1"
+            assert sorted(open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[2] for pid in children(process.pid)) \
+                == [b"gunicorn", b"service.worker"]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
