@@ -103,12 +103,11 @@ def _envelope_as_loaded(header: dict) -> dict | None:
         return None
     envelope["inputs"] = loaded = []
     for spec in inputs:
-        if type(spec) is not dict or not _INPUT_FIELDS.issuperset(spec):
+        spec = _tensor_as_loaded(spec, _INPUT_FIELDS)
+        if spec is None:
             return None
-        spec = dict(spec)
         shape = spec.get("shape")
-        if not (_is_name(spec.get("name")) and type(shape) is list and _is_text(spec.get("datatype"))
-                and _parameters_of(spec) and spec.get("data", 0) is not None):
+        if not (type(shape) is list and _is_text(spec.get("datatype")) and spec.get("data", 0) is not None):
             return None
         if not all(type(size) is int and size >= 0 for size in shape):
             return None
@@ -119,15 +118,22 @@ def _envelope_as_loaded(header: dict) -> dict | None:
             return None
         envelope["outputs"] = loaded = []
         for spec in outputs:
-            if type(spec) is not dict or not _OUTPUT_FIELDS.issuperset(spec):
-                return None
-            spec = dict(spec)
-            if not (_is_name(spec.get("name")) and _parameters_of(spec)):
+            spec = _tensor_as_loaded(spec, _OUTPUT_FIELDS)
+            if spec is None:
                 return None
             loaded.append(spec)
     elif "outputs" in header:  # null: the schema refuses it
         return None
     return envelope
+
+
+def _tensor_as_loaded(spec, known: frozenset) -> dict | None:
+    """An input's or output's object as its schema loads it (a copy, ``parameters`` ``{}`` when absent), for
+    the fields the two share: only ``known`` fields, a non-empty ``name``, ``parameters`` an object."""
+    if type(spec) is not dict or not known.issuperset(spec):
+        return None
+    spec = dict(spec)
+    return spec if _is_name(spec.get("name")) and _parameters_of(spec) else None
 
 
 _REQUEST_FIELDS = frozenset(InferRequestSchema._declared_fields)
