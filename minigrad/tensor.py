@@ -270,6 +270,8 @@ class Tensor:
                     break
                 node = following
         for leaf, g in leaves.values():
+            if g.dtype != leaf.data.dtype:  # e.g. a float32 weight met float64 data: its gradient stays float32
+                g = g.astype(leaf.data.dtype)
             if leaf.grad is not None:
                 g = leaf.grad.data + g  # a new array, see the module docstring
             elif not g.flags.writeable:  # a broadcast view or a shared constant: copy it

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minigrad import Tensor, is_grad_enabled, no_grad
+from minigrad import MSELoss, Tensor, is_grad_enabled, no_grad
 
 
 @pytest.mark.parametrize(
@@ -41,6 +41,19 @@ def test_float32_stays_float32_through_ops_and_gradients():
     assert z.dtype == np.float32
     z.backward()
     assert x.grad.dtype == np.float32 and w.grad.dtype == np.float32
+
+
+def test_a_leaf_gradient_keeps_the_leaf_dtype_whatever_it_met():
+    # A float32 weight combined with float64 data (a constant, a target) got a float64 gradient, as PyTorch's does not.
+    w = Tensor(np.ones(3, dtype=np.float32), autograd=True)
+    b = Tensor(np.ones(3), autograd=True)
+    (w * np.array([0.0, 1.0, 2.0]) + b).sum().backward()
+    assert w.grad.dtype == np.float32 and b.grad.dtype == np.float64
+    np.testing.assert_array_equal(w.grad.data, [0.0, 1.0, 2.0])
+    pred = Tensor(np.full((2, 1), 0.5, dtype=np.float32), autograd=True)
+    MSELoss()(pred, np.array([[1.0], [0.0]])).backward()  # a float64 target, as np.array makes it
+    assert pred.grad.dtype == np.float32
+    np.testing.assert_array_equal(pred.grad.data, [[-1.0], [1.0]])
 
 
 def test_no_grad_records_nothing_and_restores_state():
