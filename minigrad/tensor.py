@@ -107,6 +107,10 @@ def _operand(value):
     """The array behind a Tensor, or a Python/numpy scalar or array used as a constant."""
     if isinstance(value, Tensor):
         return value.data
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        # As a Python number: numpy's own scalars are not "weak" (NEP 50), so np.float64(2) or np.int64(2)
+        # turned a float32 tensor into float64. PyTorch, too, takes them as plain numbers.
+        return value.item()
     if isinstance(value, (int, float)):
         return value
     return _as_float_array(value)
@@ -356,6 +360,7 @@ class Tensor:
     def __pow__(self, exponent):
         if not isinstance(exponent, numbers.Real):  # a Tensor, an array, a complex number, a string...
             raise TypeError(f"Tensor ** x: the exponent must be a real Python or numpy scalar, got {exponent!r}")
+        exponent = _operand(exponent)  # a numpy scalar as a Python number: x32 ** np.float64(2) stays float32
         a = self.data
         out = a**exponent
         if _records(self):

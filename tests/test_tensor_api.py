@@ -43,6 +43,17 @@ def test_float32_stays_float32_through_ops_and_gradients():
     assert x.grad.dtype == np.float32 and w.grad.dtype == np.float32
 
 
+@pytest.mark.parametrize("scalar", [np.float64(2.0), np.int64(2), np.float32(2.0)], ids=repr)
+def test_a_numpy_scalar_operand_keeps_a_float32_tensor_float32(scalar):
+    # numpy scalars are not "weak" as Python numbers are: x * np.float64(2) was a float64 tensor.
+    x = Tensor(np.full(2, 3.0, dtype=np.float32), autograd=True)
+    results = [x * scalar, scalar * x, x + scalar, scalar + x, x - scalar, scalar - x, x / scalar, scalar / x,
+               x**scalar]
+    assert [y.dtype for y in results] == [np.float32] * len(results)
+    sum(results[1:], results[0]).sum().backward()
+    assert x.grad.dtype == np.float32
+
+
 def test_a_leaf_gradient_keeps_the_leaf_dtype_whatever_it_met():
     # A float32 weight combined with float64 data (a constant, a target) got a float64 gradient, as PyTorch's does not.
     w = Tensor(np.ones(3, dtype=np.float32), autograd=True)
