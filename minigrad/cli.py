@@ -188,7 +188,7 @@ def _build_from_architecture(spec, path: str, rng: np.random.Generator):
                     raise click.ClickException(f"{path}: layers[{index}].{key}: expected a positive integer")
             try:
                 fresh = Linear(layer["in_features"], layer["out_features"], rng=rng, dtype=np.dtype(dtype))
-            except MemoryError:
+            except (MemoryError, ValueError):  # numpy's ValueError: more values than an array can ever hold
                 raise click.ClickException(
                     f"{path}: layers[{index}]: {layer['in_features']} x {layer['out_features']} {dtype} weights "
                     "do not fit in this machine's memory") from None

@@ -225,13 +225,16 @@ def test_outputs_that_overflow_are_refused_as_json_and_written_as_csv(files):
     assert written.stdout.splitlines()[1:] == ["1e+300", "inf"]
 
 
-def test_an_architecture_too_big_for_memory_is_refused_with_its_layer(files):
-    # 10^6 x 10^6 float64 weights are 8 TB: numpy refuses the allocation up front (MemoryError).
-    (files / "huge-arch.json").write_text(json.dumps([{"type": "Linear", "in_features": 10**6, "out_features": 10**6}]))
+# 10^6 x 10^6 float64 weights are 8 TB: numpy refuses the allocation up front (MemoryError). Larger sizes are
+# more than any array can hold, which numpy says with a ValueError: that one escaped as a traceback.
+@pytest.mark.parametrize("inputs,outputs", [(10**6, 10**6), (10**10, 10**11), (10**20, 1)])
+def test_an_architecture_too_big_for_memory_is_refused_with_its_layer(files, inputs, outputs):
+    (files / "huge-arch.json").write_text(json.dumps([{"type": "Linear", "in_features": inputs,
+                                                        "out_features": outputs}]))
     (files / "one.csv").write_text("0,1\n")
     result = run("train", files / "huge-arch.json", files / "one.csv", "-o", files / "out.json")
     assert result.exit_code == 1
-    assert "layers[0]: 1000000 x 1000000 float64 weights do not fit in this machine's memory" in result.output
+    assert f"layers[0]: {inputs} x {outputs} float64 weights do not fit in this machine's memory" in result.output
     assert not (files / "out.json").exists()
 
 
