@@ -17,13 +17,14 @@ import flask_smorest
 import marshmallow as ma
 from flask import Request, current_app, request
 from flask_smorest.utils import prepare_response
+from gunicorn.http.errors import ParseException
 from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 from werkzeug.sansio.utils import get_content_length
 
 from .auth import SECURITY_SCHEME, SECURITY_SCHEME_NAME
-from .errors import PROBLEM_MIMETYPE, abort_problem, register_error_handlers, validation_problem
+from .errors import MALFORMED_REQUEST, PROBLEM_MIMETYPE, abort_problem, register_error_handlers, validation_problem
 from .schemas import ProblemSchema
 
 __all__ = ["Api", "Blueprint", "parse_json_body", "read_body", "read_json_body", "refuse_content_encoding",
@@ -90,7 +91,9 @@ _CUT_OFF = "The client closed the connection before it sent the whole request bo
 
 def read_body(request: Request) -> bytes:
     """The whole body, refused with 413 when over ``MAX_CONTENT_LENGTH``, and with 400 when the client
-    goes away before sending all of it (gunicorn raises an ``OSError``, which would otherwise be a 500).
+    goes away before sending all of it (gunicorn raises an ``OSError``, which would otherwise be a 500)
+    or sends a chunked body gunicorn cannot read (a chunk size that is not hexadecimal, a chunk without
+    its CRLF: a ``ParseException``, raised only once the application reads the body).
 
     With a Content-Length: one read of the WSGI stream (werkzeug's ``get_data`` wraps the stream and
     copies through buffers: 6 us of a 140 us prediction). Without one (chunked), werkzeug's limited
@@ -114,6 +117,9 @@ def read_body(request: Request) -> bytes:
         data = request.input_stream.read(-1 if limit is None else limit + 1)
     except (OSError, ClientDisconnected):  # gunicorn's reader, or werkzeug's, found the body cut off mid-way
         raise ClientDisconnected(_CUT_OFF) from None
+    except ParseException as error:
+        abort_problem(400, "Malformed request body", f"The request body's chunked encoding is not valid: {error}.",
+                      type=MALFORMED_REQUEST)
     if limit is not None and len(data) > limit:
         raise RequestEntityTooLarge()
     return data

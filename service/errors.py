@@ -32,6 +32,8 @@ from .registry import (
 )
 
 PROBLEM_MIMETYPE = "application/problem+json"
+# A request HTTP itself cannot carry (gunicorn's refusals, a chunked body that does not parse).
+MALFORMED_REQUEST = "urn:minigrad:problem:malformed-request"
 _RENDERERS = "minigrad.error_renderers"
 
 log = logging.getLogger(__name__)

@@ -12,13 +12,13 @@ import json
 
 from gunicorn import util
 
-from .errors import PROBLEM_MIMETYPE, problem_document
+from .errors import MALFORMED_REQUEST, PROBLEM_MIMETYPE, problem_document
 
 
 def write_problem(sock, status: int, reason: str, message: str) -> None:
     """What gunicorn's ``write_error`` sends, as a problem document; the connection is closed after it."""
     body = json.dumps(problem_document(status, reason, message or None,
-                                       type="urn:minigrad:problem:malformed-request")).encode()
+                                       type=MALFORMED_REQUEST)).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: {PROBLEM_MIMETYPE}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
     util.write_nonblock(sock, head + body)

@@ -436,3 +436,27 @@ def test_a_chunked_body_over_the_limit_is_refused_without_reading_to_its_end(sma
         status, received = read_answer(sock, timeout=10)
     assert status == 413, received
     assert b"larger than this service accepts (MINIGRAD_MAX_BODY_BYTES = 1048576 bytes)" in received
+
+
+@pytest.mark.parametrize("method, path, content_type", [
+    ("POST", "/predict", "application/json"),
+    ("POST", V2, "application/json"),
+    ("PUT", "/models/fresh", "application/onnx"),
+])
+@pytest.mark.parametrize("chunks, defect", [
+    (b"zz\r\n{}\r\n0\r\n\r\n", "Invalid chunk size: b'zz'"),
+    (b"2\r\n{}XY0\r\n\r\n", "Invalid chunk terminator is not '\\r\\n': b'XY'"),
+], ids=["size-not-hex", "no-crlf-after-chunk"])
+def test_a_chunked_body_that_does_not_parse_is_a_400_naming_the_defect(small_limit_server, method, path,
+                                                                       content_type, chunks, defect):
+    # gunicorn finds these only when the application reads the body; its ParseException was a 500.
+    with socket.create_connection(("127.0.0.1", small_limit_server.port)) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n".encode() + chunks)
+        status, received = read_answer(sock, timeout=10)
+    assert status == 400, received
+    answer = json.loads(received)
+    message = answer["error"] if path.startswith("/v2") else answer["detail"]
+    assert message == f"The request body's chunked encoding is not valid: {defect}.", answer
+    if not path.startswith("/v2"):
+        assert answer["type"] == "urn:minigrad:problem:malformed-request"
