@@ -249,7 +249,12 @@ def _load_json_header(body: bytes, header_length: str | None) -> tuple[dict, int
         if not (digits.isascii() and digits.isdigit()):
             raise V2ProtocolError(f"{HEADER_LENGTH} must be a non-negative integer (the JSON object's length in "
                                   f"bytes), got {header_length!r}")
-        end = int(digits)
+        significant = digits.lstrip("0")
+        # More digits than the body's length has is past its end; int() would refuse over 4300 (a 500).
+        if len(significant) > len(str(len(body))):
+            raise V2ProtocolError(f"{HEADER_LENGTH} is a number of {len(significant)} digits but the request body "
+                                  f"has {len(body)} bytes")
+        end = int(significant or "0")
         if not 0 < end <= len(body):
             raise V2ProtocolError(f"{HEADER_LENGTH} is {end} but the request body has {len(body)} bytes")
     if end == 0:

@@ -223,6 +223,10 @@ def binary_case(size=None, extra=b"", cut=0, header_length=None, data_too=False,
         (binary_case(header_length="\u0661\u0661\u0665"), "must be a non-negative integer"),
         (binary_case(header_length="0"), "Inference-Header-Content-Length is 0"),
         (binary_case(header_length="100000"), "but the request body has"),
+        # int() refuses strings of over 4300 digits: a ValueError, answered as a 500
+        (binary_case(header_length="9" * 5000), "Inference-Header-Content-Length is a number of 5000 digits but the "
+                                                "request body has 117 bytes"),
+        (binary_case(header_length="0" * 5000 + "97"), "not valid JSON"),  # leading zeros, as int() reads them
         (binary_case(header_length="10"), "not valid JSON"),
         (binary_case(data_too=True), "either data or parameters.binary_data_size, not both"),
         (binary_case(values=(1.0, np.nan)), "must be finite"),
