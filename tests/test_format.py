@@ -7,11 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from format_cases import BROKEN, HAND_WRITTEN, broken, models, put, valid_document
-from hypothesis import given, settings
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError
 
 import minigrad
 from minigrad import Linear, ModelFormatError, Relu, Sequential, Sigmoid, Softmax, Tanh, Tensor, no_grad
-from minigrad.format import LAYER_TYPES, LayerSpecSchema, ModelDocumentSchema, document_summary, register_layer
+from minigrad.format import (
+    LAYER_TYPES,
+    LayerSpecSchema,
+    ModelDocumentSchema,
+    document_summary,
+    finite_array,
+    register_layer,
+)
 
 ACTIVATIONS = (Tanh, Sigmoid, Relu, Softmax)
 
@@ -351,3 +360,24 @@ def test_saving_into_a_missing_directory_names_the_path_given(tmp_path):
     with pytest.raises(FileNotFoundError) as caught:
         minigrad.save(small_model(), target)
     assert caught.value.filename == str(target)  # was the random temporary file's name, .tmp-xxxxxxxx.json
+
+
+# ---------------------------------------------------------------------- finite_array, the check of every number
+
+
+@settings(max_examples=300, deadline=None)
+@example([[1e200, 1e200, 1.0]])  # finite, though its sum of squares overflows
+@example([[1e300, -np.inf, 0.0], [np.nan, 1.0, 2.0]])
+@example([[5e-324, -0.0, 1.7976931348623157e308]])
+@given(st.lists(st.lists(st.floats(), min_size=3, max_size=3), min_size=1, max_size=5))
+def test_finite_array_refuses_exactly_the_non_finite_numbers(rows):
+    expected = np.asarray(rows, dtype=np.float64)
+    non_finite = np.argwhere(~np.isfinite(expected))
+    if len(non_finite) == 0:
+        assert np.array_equal(finite_array(rows, 2), expected)
+        return
+    with pytest.raises(ValidationError) as caught:
+        finite_array(rows, 2)
+    row, column = non_finite[0]  # the first one, in reading order, is the one named
+    assert list(caught.value.messages) == [row]
+    assert list(caught.value.messages[row]) == [column]
