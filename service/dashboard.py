@@ -209,7 +209,8 @@ def index():
 @blp.route("/ui/models/<name>")
 def model_page(name):
     version = request.args.get("version")
-    if version is not None and not (version.isdigit() and int(version) >= 1):
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses (a 500), and "٣", which it reads as 3.
+    if version is not None and not (version.isascii() and version.isdigit() and int(version) >= 1):
         abort_problem(400, "Invalid version", f"version: expected a positive integer, got {version!r}",
                       type="urn:minigrad:problem:invalid-version", errors={"query": {"version": ["not a version"]}})
     model = model_overview(get_registry(), name, None if version is None else int(version))
