@@ -257,17 +257,28 @@ class _Loss(Layer):
             raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}; got {reduction!r}")
         self.reduction = reduction
 
-    def _finish(self, pred, values, gradient, name):
-        """Wrap the reduced ``values`` in a node; ``gradient()`` (d values / d pred) runs only in backward."""
+    def _finish(self, pred, target, values, gradient, target_gradient, name):
+        """Wrap the reduced ``values`` in a node; ``gradient()`` (d values / d pred) and ``target_gradient()``
+        (d values / d target, for a target Tensor with autograd) run only in backward."""
         out, scale = _reduce(values, self.reduction)
-        if not _records(pred):
+        parents = _loss_parents(pred, target)
+        if not _records(*parents):
             return _constant(out)
 
         def backward(g):
             # With reduction="batch", g has the per-output shape and broadcasts over the batch.
-            return (gradient() * (g if scale is None else g * scale),)
+            g = g if scale is None else g * scale
+            if len(parents) == 1:
+                return (gradient() * g,)
+            return gradient() * g, target_gradient() * g
 
-        return _node(out, name, (pred,), backward)
+        return _node(out, name, parents, backward)
+
+
+def _loss_parents(pred, target) -> tuple:
+    """The inputs a loss's node differentiates: the target too when it is a Tensor with autograd (the output
+    of another model, say), as in PyTorch; a plain target is data."""
+    return (pred, target) if isinstance(target, Tensor) and target.autograd else (pred,)
 
 
 class MSELoss(_Loss):
@@ -285,16 +296,19 @@ class MSELoss(_Loss):
             # which on a small model cost more than their arithmetic.
             flat = diff.ravel()
             out = np.asarray(flat.dot(flat))  # ndarray.dot: no Python-level dispatcher, unlike np.vdot
-            if not _records(pred):
+            parents = _loss_parents(pred, target)
+            if not _records(*parents):
                 return _constant(out)
             one = _constants(p.dtype).one  # backward()'s default seed: d loss / d loss
 
             def backward(g):
                 twice = diff + diff
-                return (twice if g is one else twice * g,)  # x * 1 == x: one numpy call fewer
+                if g is not one:  # x * 1 == x: one numpy call fewer
+                    twice = twice * g
+                return (twice,) if len(parents) == 1 else (twice, -twice)
 
-            return _node(out, "mse", (pred,), backward)
-        return self._finish(pred, diff * diff, lambda: diff + diff, "mse")
+            return _node(out, "mse", parents, backward)
+        return self._finish(pred, target, diff * diff, lambda: diff + diff, lambda: -(diff + diff), "mse")
 
 
 @functools.lru_cache(maxsize=16)
@@ -318,7 +332,8 @@ class BCELoss(_Loss):
         p = np.clip(pred.data, low, high)
         t = _target_array(target, p)
         values = -(t * np.log(p) + (1 - t) * np.log1p(-p))
-        return self._finish(pred, values, lambda: (p - t) / (p * (1 - p)), "bce")
+        return self._finish(pred, target, values, lambda: (p - t) / (p * (1 - p)), lambda: np.log1p(-p) - np.log(p),
+                            "bce")
 
 
 class CrossEntropyLoss(Layer):
@@ -369,6 +384,15 @@ class CrossEntropyLoss(Layer):
                 return exp / total * _add_reduce(onehot, 1, keepdims=True) - onehot
 
         out = out.astype(z.dtype, copy=False)
-        if not _records(logits):
+        # Class labels are not differentiable; probability rows are: d loss / d target = -log softmax / n.
+        parents = (logits,) if t.ndim == 1 else _loss_parents(logits, target)
+        if not _records(*parents):
             return _constant(out)
-        return _node(out, "cross_entropy", (logits,), lambda g: (gradient() * (g / n),))
+
+        def backward(g):
+            g = g / n
+            if len(parents) == 1:
+                return (gradient() * g,)
+            return gradient() * g, (log_total - shifted) * g
+
+        return _node(out, "cross_entropy", parents, backward)

@@ -149,6 +149,23 @@ def test_loss_values_and_gradients(loss, pred, target, expected):
     assert_gradients_match(lambda p: loss(p, Tensor(target)), [pred])
 
 
+@pytest.mark.parametrize(
+    "loss,pred,target",
+    [
+        (MSELoss(), PRED, TARGET),
+        (MSELoss("sum"), PRED, TARGET),
+        (MSELoss("mean"), PRED, TARGET),
+        (BCELoss(), PROBS, BITS),
+        (BCELoss("batch"), PROBS, PROBS),
+        (CrossEntropyLoss(), PRED, PROBS),
+    ],
+    ids=["mse batch", "mse sum", "mse mean", "bce", "bce batch", "cross-entropy probability rows"],
+)
+def test_a_target_tensor_with_autograd_gets_its_gradient(loss, pred, target):
+    # The target of another model's output (or the notes' Tensor(..., autograd=True)) got no gradient at all.
+    assert_gradients_match(loss, [pred, target])
+
+
 def log_softmax(z):
     shifted = z - z.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
