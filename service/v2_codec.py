@@ -219,16 +219,27 @@ def decode_body(body: bytes, content_encoding: str | None, limit: int | None) ->
     if encoding not in ("gzip", "deflate"):
         raise V2ProtocolError(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none", 415)
     # wbits 16+MAX_WBITS reads a gzip wrapper, MAX_WBITS a zlib one (what HTTP calls "deflate").
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1 if limit else 0)
-    except zlib.error as exc:
-        raise V2ProtocolError(f"request body is not valid {encoding} data: {exc}") from None
-    if limit and len(out) > limit:
-        raise V2ProtocolError(f"decompressed request body exceeds the limit of {limit} bytes", 413)
-    if not inflater.eof:
-        raise V2ProtocolError(f"request body is truncated {encoding} data")
-    return out
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    pieces, size, rest = [], 0, body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            piece = inflater.decompress(rest, limit + 1 - size if limit else 0)
+        except zlib.error as exc:
+            raise V2ProtocolError(f"request body is not valid {encoding} data: {exc}") from None
+        pieces.append(piece)
+        size += len(piece)
+        if limit and size > limit:
+            raise V2ProtocolError(f"decompressed request body exceeds the limit of {limit} bytes", 413)
+        if not inflater.eof:
+            raise V2ProtocolError(f"request body is truncated {encoding} data")
+        rest = inflater.unused_data
+        if not rest:
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        # Bytes after the end were dropped without a word. A gzip body may hold several members, whose data
+        # follow each other (RFC 1952, as gzip -d reads them); a deflate body is one zlib stream.
+        if encoding != "gzip":
+            raise V2ProtocolError(f"request body has {len(rest)} bytes after the end of its deflate data")
 
 
 def _reject_constant(name):

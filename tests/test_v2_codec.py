@@ -336,12 +336,26 @@ def test_compressed_bodies_are_inflated(encoding, compress):
     assert decode_body(body, None, limit=None) == body
 
 
+def test_a_gzip_body_of_several_members_is_inflated_whole():
+    # Only the first member was read, and the rest of the body dropped without a word (RFC 1952: members follow
+    # each other; gzip -d reads them all).
+    head, tail = b'{"inputs": [' * 3, b"]}" * 3
+    assert decode_body(gzip.compress(head) + gzip.compress(tail), "gzip", limit=1000) == head + tail
+    with pytest.raises(V2ProtocolError, match="exceeds the limit of 1000 bytes"):
+        decode_body(gzip.compress(b"x" * 600) + gzip.compress(b"x" * 401), "gzip", limit=1000)
+    assert decode_body(gzip.compress(b"x" * 600) + gzip.compress(b"x" * 400), "gzip", limit=1000) == b"x" * 1000
+
+
 @pytest.mark.parametrize(
     "body, encoding, status, expected",
     [
         (gzip.compress(b"x" * 5000), "gzip", 413, "exceeds the limit of 1000 bytes"),
         (b"plain", "gzip", 400, "not valid gzip data"),
         (zlib.compress(b"x" * 100)[:-4], "deflate", 400, "truncated deflate data"),
+        # bytes after the end of the compressed data were dropped without a word
+        (zlib.compress(b"x" * 100) + b"junk", "deflate", 400, "4 bytes after the end of its deflate data"),
+        (gzip.compress(b"x" * 100, mtime=0) + b"junk", "gzip", 400, "not valid gzip data"),
+        ((gzip.compress(b"x" * 100, mtime=0) * 2)[:-4], "gzip", 400, "truncated gzip data"),
         (b"x", "br", 415, "'br' is not supported"),
     ],
 )
