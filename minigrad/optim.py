@@ -127,6 +127,9 @@ def _parameter_list(parameters) -> list:
         if id(p) not in seen:
             seen.add(id(p))
             unique.append(p)
+    if not unique:  # as PyTorch: every step would silently change nothing
+        raise ValueError("parameters is empty: nothing to optimize (pass model.get_parameters(); a Sequential's "
+                         ".parameters attribute holds none of its layers' parameters)")
     return unique
 
 

@@ -289,6 +289,14 @@ def test_optimizer_arguments_are_checked(factory, message):
         factory([Tensor([1.0], autograd=True)])
 
 
+@pytest.mark.parametrize("factory", [SGD, Adam])
+def test_an_optimizer_of_no_parameters_is_refused(factory):
+    # SGD(model.parameters) -- a Sequential's own, empty list -- made an optimizer whose steps changed nothing.
+    model = Sequential([Linear(2, 1)])
+    with pytest.raises(ValueError, match=r"parameters is empty: nothing to optimize \(pass model.get_parameters\(\)"):
+        factory(model.parameters)
+
+
 # Each was a comparison TypeError or numpy error naming nothing, or was silently accepted (NaN or
 # infinite weight decay made every weight NaN; an infinite eps made every Adam step zero).
 @pytest.mark.parametrize(

@@ -295,7 +295,8 @@ def test_non_finite_values_never_reach_the_history(call, message):
 def test_fit_refuses_a_model_with_nothing_to_train_and_a_no_grad_context():
     model = Sequential([Sigmoid()])
     with pytest.raises(ValueError, match="model: it has no parameter with autograd=True"):
-        fit(model, XOR_Y, XOR_Y, MSELoss(), SGD([]), 1)  # was backward's RuntimeError in the first batch
+        # was backward's RuntimeError in the first batch
+        fit(model, XOR_Y, XOR_Y, MSELoss(), SGD([Tensor([1.0], autograd=True)]), 1)
     model = xor_model()
     with no_grad(), pytest.raises(RuntimeError, match=r"fit: gradient recording is off"):
         fit(model, XOR_X, XOR_Y, MSELoss(), SGD(model.get_parameters()), 1)
