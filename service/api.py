@@ -202,6 +202,13 @@ class Blueprint(flask_smorest.Blueprint):
         """As flask-smorest's: documents another response, without its call layer."""
         return _description_only(super().alt_response(*args, **kwargs))
 
+    def alt_problem(self, status_code: int, description: str):
+        """Documents an error status answered with a problem document, with a description of its own (as
+        ``documents_problems`` does with the status phrase): ``alt_response`` given only a description documents
+        the status without any body."""
+        return self.alt_response(status_code, schema=ProblemSchema, content_type=PROBLEM_MIMETYPE,
+                                 description=description)
+
     @staticmethod
     def doc(**kwargs):
         """As flask-smorest's: adds to the operation's OpenAPI description, without its call layer."""

@@ -19,7 +19,7 @@ def healthz():
 
 @blp.route("/readyz")
 @blp.response(200, ReadinessSchema)
-@blp.alt_response(503, description="The model directory cannot be read")
+@blp.alt_problem(503, "The model directory cannot be read")
 def readyz():
     """The model directory can be read."""
     try:

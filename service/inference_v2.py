@@ -204,17 +204,23 @@ _INFER_BODY = {
     f"the inputs' bytes and its length is given in the {HEADER_LENGTH} header. No Content-Type is required.",
     "content": {"application/json": {"schema": InferRequestSchema}, BINARY_CONTENT_TYPE: {"schema": {}}},
 }
+# Outputs asked for as binary data follow the JSON object: the answer is then application/octet-stream.
+_BINARY_ANSWER = {200: {"content": {BINARY_CONTENT_TYPE: {"schema": {
+    "type": "string", "format": "binary",
+    "description": f"The JSON object ({HEADER_LENGTH} bytes, an InferResponse), then the outputs' bytes"}}}}}
 
 
 @blp.route("/models/<name>/infer", methods=["POST"], parameters=[MODEL_NAME_PARAMETER])
 @blp.route("/models/<name>/versions/<version>/infer", methods=["POST"],
            parameters=[MODEL_NAME_PARAMETER, V2_VERSION_PARAMETER])
 @_protocol_errors
-@blp.doc(requestBody=_INFER_BODY)
+@blp.doc(requestBody=_INFER_BODY, responses=_BINARY_ANSWER)
 @blp.alt_response(200, schema=InferResponseSchema, success=True, description="Outputs (JSON, or JSON + binary).")
 @blp.alt_response(400, schema=V2ErrorSchema, description="The request does not fit the protocol or the model.")
 @blp.alt_response(404, schema=V2ErrorSchema, description="Unknown model or version.")
 @require_token_for_predictions
+@blp.alt_response(401, schema=V2ErrorSchema, description="MINIGRAD_PROTECT_PREDICT is set and the token is missing "
+                  "or wrong.")  # below the token's decorator, which documents a problem document unless told
 def infer(name, version=None):
     """Run the model on a batch: JSON data (flat or nested, row-major) or binary tensor data."""
     model = _lookup(name, version)

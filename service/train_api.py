@@ -95,7 +95,7 @@ def _wait_until_finished(job_id: str, seconds: float) -> dict:
 @blp.arguments(WaitArgsSchema, location="query", as_kwargs=True)
 @blp.response(202, JobSchema, description="Accepted: the job is queued (or still running after ?wait=)")
 @blp.alt_response(200, schema=JobSchema, description="With ?wait=: the job finished within the wait")
-@blp.alt_response(429, description="Too many jobs queued or running")
+@blp.alt_problem(429, "Too many jobs queued or running")
 @documents_problems(409)  # save_as names a place a hand-placed model file holds
 def submit_training(body, wait=None):
     """Queue a training job; ``Location`` points at it. ``?wait=S`` answers 200 once it finished within S s."""
@@ -139,7 +139,7 @@ def list_jobs(page, per_page, status=None):
 
 @blp.route("/jobs/<job_id>")
 @blp.response(200, JobSchema)
-@blp.alt_response(404, description="No such job")
+@blp.alt_problem(404, "No such job")
 def show_job(job_id):
     """One job with its status, progress, per-epoch history, timings and error."""
     housekeeping_on_read()
@@ -149,8 +149,8 @@ def show_job(job_id):
 
 @blp.route("/jobs/<job_id>/model")
 @blp.response(200, model_document_schema())
-@blp.alt_response(404, description="No such job")
-@blp.alt_response(409, description="The job has not succeeded (yet)")
+@blp.alt_problem(404, "No such job")
+@blp.alt_problem(409, "The job has not succeeded (yet)")
 def job_model(job_id):
     """The trained model document the job handed back (also registered when it had ``save_as``)."""
     record = _job_or_404(job_id)
@@ -169,8 +169,8 @@ def job_model(job_id):
 @require_token
 @blp.response(200, JobSchema, description="Cancelled (it was still queued)")
 @blp.alt_response(202, schema=JobSchema, description="Cancel requested: the running job stops after its epoch")
-@blp.alt_response(404, description="No such job")
-@blp.alt_response(409, description="The job already finished")
+@blp.alt_problem(404, "No such job")
+@blp.alt_problem(409, "The job already finished")
 def cancel_job(job_id):
     """Cancel a job: a queued one at once, a running one at the end of its current epoch."""
     store = get_job_backend().store
