@@ -202,6 +202,16 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         return self.data
 
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        # np.asarray(t) is t's values, as for a PyTorch tensor; without this numpy took a Tensor for a sequence
+        # and made an object array of 0-d Tensors.
+        if copy is False and dtype is not None and np.dtype(dtype) != self.data.dtype:
+            raise ValueError(f"np.asarray(Tensor, dtype={np.dtype(dtype)}, copy=False): a {self.data.dtype} tensor "
+                             "needs a copy for that dtype")
+        if dtype is not None:
+            return self.data.astype(dtype, copy=bool(copy))
+        return self.data.copy() if copy else self.data
+
     def item(self) -> float:
         return self.data.item()
 

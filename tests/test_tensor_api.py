@@ -121,6 +121,16 @@ def test_shape_dtype_numpy_item_len():
     assert Tensor(4.0).item() == 4.0
 
 
+def test_numpy_reads_a_tensor_as_its_values():
+    t = Tensor([[1.0, 2.0]])
+    assert np.asarray(t) is t.data  # was an object array of 0-d Tensors
+    assert np.array(t).dtype == np.float64 and np.array(t) is not t.data
+    np.testing.assert_array_equal(np.asarray(t, dtype=np.float32), [[1.0, 2.0]])
+    np.testing.assert_array_equal(np.array([t, t]), [[[1.0, 2.0]], [[1.0, 2.0]]])
+    with pytest.raises(ValueError, match="needs a copy"):
+        np.asarray(t, dtype=np.float32, copy=False)
+
+
 def test_repr_and_str():
     t = Tensor([1.0, 2.0], autograd=True)
     assert repr(t) == "Tensor([1., 2.], autograd=True)"
