@@ -17,7 +17,7 @@ import flask_smorest
 import marshmallow as ma
 from flask import Request, current_app, request
 from flask_smorest.utils import prepare_response
-from gunicorn.http.errors import ParseException
+from gunicorn.http.errors import ChunkMissingTerminator, ParseException
 from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
@@ -118,6 +118,9 @@ def read_body(request: Request) -> bytes:
     except (OSError, ClientDisconnected):  # gunicorn's reader, or werkzeug's, found the body cut off mid-way
         raise ClientDisconnected(_CUT_OFF) from None
     except ParseException as error:
+        # gunicorn also says this of a body that ends before a chunk's CRLF (or the final one): the client went away.
+        if isinstance(error, ChunkMissingTerminator) and b"\r\n".startswith(error.term):
+            raise ClientDisconnected(_CUT_OFF) from None
         abort_problem(400, "Malformed request body", f"The request body's chunked encoding is not valid: {error}.",
                       type=MALFORMED_REQUEST)
     if limit is not None and len(data) > limit:

@@ -460,3 +460,17 @@ def test_a_chunked_body_that_does_not_parse_is_a_400_naming_the_defect(small_lim
     assert message == f"The request body's chunked encoding is not valid: {defect}.", answer
     if not path.startswith("/v2"):
         assert answer["type"] == "urn:minigrad:problem:malformed-request"
+
+
+@pytest.mark.parametrize("path", ["/predict", V2])
+@pytest.mark.parametrize("chunks", [b'5\r\n{"a":', b'5\r\n{"a":\r', b"2\r\n{}\r\n0\r\n"],
+                         ids=["before-the-crlf", "within-the-crlf", "before-the-final-crlf"])
+def test_a_chunked_body_whose_client_hangs_up_at_a_crlf_is_said_to_be_cut_off(small_limit_server, path, chunks):
+    # gunicorn reports a missing CRLF for these too; they were answered as a chunked encoding that is not valid.
+    with socket.create_connection(("127.0.0.1", small_limit_server.port)) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n".encode() + chunks)
+        sock.shutdown(socket.SHUT_WR)
+        status, received = read_answer(sock, timeout=10)
+    assert status == 400, received
+    assert b"The client closed the connection before it sent the whole request body." in received
