@@ -23,7 +23,7 @@ import numpy as np
 from marshmallow import ValidationError
 
 from . import format as model_format
-from .nn import Linear
+from .nn import Linear, NotProbabilities
 from .tensor import Tensor, no_grad
 from .training import DEFAULT_ALPHA, LOSSES, OPTIMIZERS, TrainingDiverged, fit
 
@@ -372,6 +372,8 @@ def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum,
                           callback=lambda record: bar.update(1, record))
         except TrainingDiverged as exc:
             raise click.ClickException(f"training diverged, nothing written: {exc}") from None
+        except NotProbabilities as exc:  # --loss bce on a model without a Sigmoid last
+            raise click.ClickException(f"{model_or_architecture}: {exc}") from None
         except ValueError as exc:
             raise click.ClickException(f"{data}: {exc}") from None
     seconds = time.perf_counter() - started

@@ -319,6 +319,10 @@ def _probability_bounds(eps: float, dtype: np.dtype) -> tuple[float, float]:
     return max(eps, float(info.tiny)), 1 - max(eps, float(info.epsneg))
 
 
+class NotProbabilities(ValueError):
+    """BCELoss was given predictions outside [0, 1]: the model's outputs are at fault, not the targets."""
+
+
 class BCELoss(_Loss):
     """Binary cross-entropy on probabilities (e.g. after ``Sigmoid``); averaged by default."""
 
@@ -328,8 +332,16 @@ class BCELoss(_Loss):
         super().__init__(reduction)
 
     def forward(self, pred, target):
-        low, high = _probability_bounds(self.eps, pred.data.dtype)
-        p = np.clip(pred.data, low, high)
+        raw = pred.data
+        # As PyTorch: a prediction beyond [0, 1] (no Sigmoid last) was clipped to 0 or 1 and trained nonsense.
+        # A NaN passes both comparisons: it makes a NaN loss, which fit reports as TrainingDiverged.
+        if raw.size and (np.minimum.reduce(raw, None) < 0 or np.maximum.reduce(raw, None) > 1):
+            index = tuple(int(i) for i in np.argwhere((raw < 0) | (raw > 1))[0])
+            raise NotProbabilities(f"BCELoss takes probabilities in [0, 1], but prediction{list(index)} is "
+                                   f"{float(raw[index])!r} (end the model with a Sigmoid, or train on logits with "
+                                   "CrossEntropyLoss)")
+        low, high = _probability_bounds(self.eps, raw.dtype)
+        p = np.clip(raw, low, high)
         t = _target_array(target, p)
         values = -(t * np.log(p) + (1 - t) * np.log1p(-p))
         return self._finish(pred, target, values, lambda: (p - t) / (p * (1 - p)), lambda: np.log1p(-p) - np.log(p),

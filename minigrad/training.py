@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from .nn import BCELoss, CrossEntropyLoss, MSELoss
+from .nn import BCELoss, CrossEntropyLoss, MSELoss, NotProbabilities
 from .optim import SGD, Adam, Optimizer
 from .tensor import Tensor, _add_reduce, _constant, _whole_numbers, is_grad_enabled, no_grad
 
@@ -108,6 +108,8 @@ def _probe(model, loss, x, y, inputs_name, targets_name):
         try:
             # Labels are checked against the number of classes by _labels, over all of them.
             loss(pred, _constant(np.zeros(1, np.intp) if labels else y[:1]))
+        except NotProbabilities as exc:  # the model's outputs are at fault, not the targets
+            raise NotProbabilities(f"model: {exc}") from None
         except ValueError as exc:
             raise ValueError(f"{targets_name}: {exc}") from None
     return pred.data

@@ -311,6 +311,8 @@ BAD_FILES = {
     "infinite.json": '{"inputs": [[0, 1], [1, 1e999]], "targets": [[1], [0]]}',
     "huge.csv": "1e400,0,1\n",
     "linear.json": json.dumps([{"type": "Linear", "in_features": 2, "out_features": 1}]),
+    "outputs-two.json": json.dumps({"format": "minigrad.sequential", "version": 1, "dtype": "float64", "layers": [
+        {"type": "Linear", "in_features": 2, "out_features": 1, "weight": [[0], [0]], "bias": [2]}]}),
     "big.csv": "0,0,0\n1e150,1e150,1\n",
     "wide.json": json.dumps({"inputs": [[0, 1, 2]]}),
     "deep.json": "[" * 100_000 + "]" * 100_000,
@@ -360,6 +362,10 @@ BAD_ARGUMENTS = [
     (["train", "arch.json", "xor.csv", "-o", ""], 2, "Invalid value for '-o' / '--output': an empty path"),
     (["train", "linear.json", "big.csv", "-o", "m.json", "--alpha", "1e6", "--epochs", "50"], 1,
      "training diverged, nothing written: epoch"),
+    # Trained on, clipped to a probability, and written: a model without a Sigmoid last learnt nonsense.
+    (["train", "outputs-two.json", "xor.csv", "-o", "m.json", "--loss", "bce"], 1,
+     "outputs-two.json: model: BCELoss takes probabilities in [0, 1], but prediction[0, 0] is 2.0 (end the model "
+     "with a Sigmoid"),
     (["predict", "bad.json", "inputs.csv"], 1, "bad.json: not a valid model document: document: not valid JSON"),
     (["predict", "xor.json", "xor.csv"], 1, "xor.csv: the model takes 2 inputs per row, the data has 3"),
     (["predict", "xor.json", "wide.json"], 1, "wide.json: the model takes 2 inputs per row, the data has 3"),

@@ -196,6 +196,10 @@ def test_cross_entropy_with_labels_and_one_hot_agree():
         (lambda: CrossEntropyLoss()(Tensor(np.ones((2, 3))), np.array(["a", "b"])), "target: expected class labels"),
         (lambda: MSELoss()(Tensor(np.ones((2, 1))), [[0], [1, 2]]), "target: expected a rectangular array"),
         (lambda: MSELoss()(Tensor(np.ones((2, 1))), [["a"], ["b"]]), "target: expected numbers"),
+        # Clipped to 0 or 1 and trained on without a word: a model without a Sigmoid last learnt nonsense.
+        (lambda: BCELoss()(Tensor([[0.5], [1.7]]), [[1.0], [0.0]]),
+         r"BCELoss takes probabilities in \[0, 1\], but prediction\[1, 0\] is 1.7 \(end the model with a Sigmoid"),
+        (lambda: BCELoss("sum")(Tensor([-0.25, 0.0]), [1.0, 0.0]), r"but prediction\[0\] is -0.25"),
     ],
 )
 def test_loss_errors_say_what_is_wrong(call, message):

@@ -212,6 +212,14 @@ def _mse_call(**changes):
     return {**args, **changes}
 
 
+def unbounded_model():
+    """A model without a Sigmoid last, whose output (2.0 for every input) is no probability."""
+    model = Sequential([Linear(2, 1, rng=np.random.default_rng(0))])
+    model.layers[0].weight.data[...] = 0.0
+    model.layers[0].bias.data[...] = 2.0
+    return model
+
+
 def _labels_call(labels, validation=None):
     model = classifier()
     return {"model": model, "inputs": XOR_X, "targets": labels, "loss": CrossEntropyLoss(),
@@ -231,6 +239,8 @@ def _labels_call(labels, validation=None):
         (lambda: _mse_call(targets=XOR_Y.ravel()), ValueError, r"^targets: target shape \[1\]"),
         (lambda: _mse_call(targets=np.zeros((4, 2))), ValueError, r"^targets: target shape \[1, 2\]"),
         (lambda: _mse_call(loss=BCELoss(), targets=XOR_Y * 5), ValueError, r"targets: BCELoss needs targets in \[0, 1"),
+        (lambda: _mse_call(model=unbounded_model(), loss=BCELoss()), ValueError,
+         r"^model: BCELoss takes probabilities in \[0, 1\], but prediction\[0, 0\] is 2.0"),
         (lambda: _mse_call(validation=(XOR_X,)), ValueError, r"validation: expected a pair \(inputs, targets\)"),
         (lambda: _mse_call(validation=XOR_X), ValueError, r"validation: expected a pair \(inputs, targets\)"),
         (lambda: _mse_call(validation=(XOR_X, XOR_Y, XOR_Y)), ValueError, "validation: expected a pair"),
