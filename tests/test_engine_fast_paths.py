@@ -95,6 +95,18 @@ def test_packed_parameters_update_exactly_like_separate_ones(factory, replace_at
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_reference_to_data_taken_once_the_optimizer_exists_stays_current():
+    # docs/engine.md said any reference stays current; one taken before packing is left behind (as the page now says).
+    layer = Linear(2, 1, rng=np.random.default_rng(0))
+    before = layer.weight.data
+    optimizer = SGD(layer.get_parameters(), alpha=0.5)
+    after = layer.weight.data
+    MSELoss()(layer(Tensor(np.ones((3, 2)))), np.zeros((3, 1))).backward()
+    optimizer.step()
+    assert after is layer.weight.data and np.shares_memory(after, optimizer._packed)
+    assert before is not after and not np.array_equal(before, after)
+
+
 def test_packed_optimizer_skips_a_parameter_without_gradient():
     w, v = Tensor(np.ones(3), autograd=True), Tensor(np.ones(2), autograd=True)
     optimizer = SGD([w, v], alpha=0.5)
