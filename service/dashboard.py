@@ -27,6 +27,7 @@ from .jobs import get_job_backend, housekeeping_on_read
 from .jobs.schemas import JobFilterArgsSchema
 from .jobs.store import ACTIVE, STATUSES
 from .registry import InvalidModelFile, ModelNotFound, ModelRegistry, VersionNotFound, get_registry
+from .schemas import version_in_url
 from .train_api import job_view, queue_unavailable
 
 blp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
@@ -209,11 +210,11 @@ def index():
 @blp.route("/ui/models/<name>")
 def model_page(name):
     version = request.args.get("version")
-    # ASCII digits only: str.isdigit() also takes "²", which int() refuses (a 500), and "٣", which it reads as 3.
-    if version is not None and not (version.isascii() and version.isdigit() and int(version) >= 1):
-        abort_problem(400, "Invalid version", f"version: expected a positive integer, got {version!r}",
+    number = None if version is None else version_in_url(version)
+    if version is not None and number is None:
+        abort_problem(400, "Invalid version", f"version: expected a positive integer, got {version!r:.40}",
                       type="urn:minigrad:problem:invalid-version", errors={"query": {"version": ["not a version"]}})
-    model = model_overview(get_registry(), name, None if version is None else int(version))
+    model = model_overview(get_registry(), name, number)
     if not model["error"]:
         model["diagram"] = architecture_diagram(model["layers"], model["inputs"], model["outputs"])
         model["example_inputs"] = json.dumps([[0] * model["inputs"]])

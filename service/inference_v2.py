@@ -21,7 +21,7 @@ from .auth import require_token_for_predictions
 from .errors import register_error_renderer
 from .metrics import record_prediction
 from .registry import LoadedModel, get_registry
-from .schemas import MODEL_NAME_PARAMETER, V2_VERSION_PARAMETER
+from .schemas import MODEL_NAME_PARAMETER, V2_VERSION_PARAMETER, version_in_url
 from .v2_codec import (
     BINARY_CONTENT_TYPE,
     DATATYPES,
@@ -126,9 +126,10 @@ def _lookup(name: str, version: str | None) -> LoadedModel:
         return get_registry().get(name)
     # The versions are named "1", "2", ...: "01" would name version 1 by another name (as the OpenAPI
     # document's pattern for the parameter says, ^[1-9][0-9]*$).
-    if not (version.isascii() and version.isdigit()) or version.startswith("0"):
-        raise V2ProtocolError(f"model version must be a positive integer without leading zeros, got {version!r}")
-    return get_registry().get(name, int(version))
+    number = version_in_url(version)
+    if number is None:
+        raise V2ProtocolError(f"model version must be a positive integer without leading zeros, got {version!r:.40}")
+    return get_registry().get(name, number)
 
 
 # ---------------------------------------------------------------------- server

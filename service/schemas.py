@@ -31,6 +31,18 @@ MODEL_NAME_PARAMETER = {"in": "path", "name": "name", "description": "Model name
 V2_VERSION_PARAMETER = {"in": "path", "name": "version", "description": "Model version: a positive integer",
                         "schema": {"type": "string", "pattern": "^[1-9][0-9]*$", "example": "1"}}
 
+
+def version_in_url(text: str) -> int | None:
+    """A model version as a URL writes it (the pattern above: "1", "2", ...), or None when ``text`` is not one.
+    ASCII digits only: str.isdigit() also takes "²", which int() refuses, and "٣", which it reads as 3; and no
+    more digits than int() reads (it refuses over 4300: a version of 5,000 digits was a 500)."""
+    if not (text.isascii() and text.isdigit()) or text.startswith("0"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
 _ROW = {"type": "array", "items": {"type": "number"}, "minItems": 1}
 _BATCH = {"oneOf": [{"type": "array", "items": _ROW, "minItems": 1}, _ROW]}
 

@@ -145,6 +145,8 @@ def test_model_page_shows_the_chosen_version(app, client):
     ("/ui/models/xor?version=0", 400),
     ("/ui/models/xor?version=%C2%B2", 400),  # "²": a digit to str.isdigit(), not to int(); it was a 500
     ("/ui/models/xor?version=%D9%A1", 400),  # "١" (Arabic-Indic one): it was read as version 1
+    ("/ui/models/xor?version=" + "9" * 5000, 400),  # more digits than int() reads: it was a 500
+    ("/ui/models/xor?version=01", 400),  # version 1 by another name, as /v2 refuses it
     ("/ui/models/a..b", 400),
     ("/ui/models/%3Cscript%3E", 400),
     ("/ui/jobs/nope", 404),

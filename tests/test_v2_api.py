@@ -110,6 +110,9 @@ def test_new_versions_show_in_metadata_and_are_served_by_version(app, client, mo
         ("/v2/models/xor/versions/0/ready", 400, "a positive integer without leading zeros, got '0'"),
         ("/v2/models/xor/versions/01", 400, "without leading zeros, got '01'"),  # was served as version 1
         ("/v2/models/xor/versions/\u00b2", 400, "must be a positive integer without leading zeros, got '\u00b2'"),
+        # int() refuses over 4300 digits: a ValueError, answered as a 500
+        ("/v2/models/xor/versions/" + "9" * 5000, 400, "without leading zeros, got '99999"),
+        ("/v2/models/xor/versions/" + "9" * 5000 + "/ready", 400, "without leading zeros, got '99999"),
         ("/v2/models/bad..name", 400, "is not valid"),
         ("/v2/no/such/endpoint", 404, "not found"),
     ],
