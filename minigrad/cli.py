@@ -163,6 +163,9 @@ def _model_width(model) -> tuple[int, int]:
     return linears[0].in_features, linears[-1].out_features
 
 
+_ARCHITECTURE_KEYS = ("layers", "dtype", "metadata")
+
+
 def _build_from_architecture(spec, path: str, rng: np.random.Generator):
     """A model with fresh weights (He initialization, seeded) from layer specs without weights.
 
@@ -171,6 +174,10 @@ def _build_from_architecture(spec, path: str, rng: np.random.Generator):
     """
     if isinstance(spec, list):
         spec = {"layers": spec}
+    for key in spec:  # as the model document does: a misspelt "dtpye" was ignored, and the model trained as float64
+        if key not in _ARCHITECTURE_KEYS:
+            known = ", ".join(_ARCHITECTURE_KEYS)
+            raise click.ClickException(f"{path}: {key}: unknown field; an architecture has {known}")
     if not isinstance(spec.get("layers"), list) or not spec["layers"]:
         raise click.ClickException(f"{path}: layers: expected a non-empty list of layer specs")
     dtype = spec.get("dtype", "float64")

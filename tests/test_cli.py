@@ -321,6 +321,8 @@ BAD_FILES = {
     "trailing-comma.csv": "0,1,\n1,1,\n",
     "semicolons.csv": "0;1\n",
     "long-cell.csv": "0,1\n0," + "1" * 200_000 + "\n",
+    "misspelt.json": json.dumps({"layers": [{"type": "Linear", "in_features": 2, "out_features": 1}],
+                                 "dtpye": "float32"}),
     "list-metadata.json": json.dumps({"layers": [{"type": "Linear", "in_features": 2, "out_features": 1}],
                                       "metadata": [["name", "xor"]]}),
 }
@@ -345,6 +347,8 @@ BAD_ARGUMENTS = [
     (["train", "zero-width.json", "xor.csv", "-o", "m.json"], 1, "layers[0].in_features: expected a positive integer"),
     (["train", "chain.json", "xor.csv", "-o", "m.json"], 1, "layers[1]"),
     (["train", "number.json", "xor.csv", "-o", "m.json"], 1, "expected a model document or an architecture"),
+    (["train", "misspelt.json", "xor.csv", "-o", "m.json"], 1,
+     "misspelt.json: dtpye: unknown field; an architecture has layers, dtype, metadata"),  # trained as float64
     (["train", "list-metadata.json", "xor.csv", "-o", "m.json"], 1,
      "list-metadata.json: metadata: expected an object, got an array"),
     (["train", "arch.json", "text.csv", "-o", "m.json"], 1, "text.csv: line 3, column 2: 'x' is not a number"),
