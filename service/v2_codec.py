@@ -174,7 +174,10 @@ def _flatten_messages(messages, path: str = "") -> list[str]:
     if isinstance(messages, dict):
         lines = []
         for key, value in messages.items():
-            step = f"[{key}]" if isinstance(key, int) else (f".{key}" if path else str(key))
+            if key == "_schema":  # marshmallow's key for the object itself (not an object, say): no field of it
+                step = ""
+            else:
+                step = f"[{key}]" if isinstance(key, int) else (f".{key}" if path else str(key))
             lines += _flatten_messages(value, path + step)
         return lines
     return [f"{path or 'request'}: {text}" for text in messages]

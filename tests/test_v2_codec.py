@@ -82,6 +82,10 @@ def test_fp32_numbers_round_to_the_nearest_float32():
         (b"{}", "inputs: Missing data for required field"),
         (json_request([]), "inputs: Shorter than minimum length 1"),
         (json_request([{"name": "x", "datatype": "FP32", "data": [1]}]), "inputs[0].shape: Missing data"),
+        # marshmallow's "_schema" key was written out as if it were a field: "inputs[0]._schema: Invalid input type."
+        (json_request([0, 1]), "inputs[0]: Invalid input type.; inputs[1]: Invalid input type."),
+        (json_request([{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], outputs=["y"]),
+         "outputs[0]: Invalid input type."),
         (json_request([{"name": "x", "shape": [-1], "datatype": "FP32", "data": []}]), "inputs[0].shape[0]"),
         (json_request([{"name": "x", "shape": [1.5], "datatype": "FP32", "data": [1]}]), "inputs[0].shape[0]"),
         (json_request([{"name": "x", "shape": [1], "datatype": "INT32", "data": [1]}]), "'INT32' is not supported"),
