@@ -217,6 +217,8 @@ def datatype_of(dtype) -> str:
 def decode_body(body: bytes, content_encoding: str | None, limit: int | None) -> bytes:
     """Undo the gzip / deflate ``Content-Encoding`` tritonclient can apply, never growing past ``limit``."""
     encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "x-gzip":  # gzip's old name, which RFC 9110 (8.4.1.3) asks recipients to take as gzip
+        encoding = "gzip"
     if encoding == "identity":
         return body
     if encoding not in ("gzip", "deflate"):
