@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from . import dashboard, docs, health, inference_v2, metrics, models, predict, request_log, train_api
 from .api import Api
@@ -36,9 +37,17 @@ class _App(Flask):
         return response
 
 
+class _AsciiIntegerConverter(IntegerConverter):
+    """werkzeug's ``int`` (documented as such), of ASCII digits: its ``\\d+`` matches every script's digits, and
+    /models/xor/versions/١ (Arabic-Indic one) or /versions/１ (fullwidth) was version 1."""
+
+    regex = r"[0-9]+"
+
+
 def create_app(config=None) -> Flask:
     """The application, configured from the environment (``MINIGRAD_*``) overridden by ``config``."""
     app = _App(__name__)
+    app.url_map.converters["int"] = _AsciiIntegerConverter  # before any route is added
     app.config.update(_OPENAPI)
     app.config.update(load_config(config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MINIGRAD_MAX_BODY_BYTES"]

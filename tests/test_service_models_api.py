@@ -108,6 +108,8 @@ def test_not_ready_when_the_model_directory_is_gone(client, model_dir):
     ("get", "/models/xor/versions/5", "has no version 5"),
     ("get", "/models/xor/versions/0", "has no version 0"),
     ("get", "/models/xor/versions/one", "not found"),
+    ("get", "/models/xor/versions/%D9%A1", "not found"),  # Arabic-Indic one: it was version 1
+    ("get", "/models/xor/versions/%EF%BC%91", "not found"),  # fullwidth one: likewise
     ("get", "/no/such/page", "not found"),
     ("delete", "/models/nope", "no model named"),
 ])
