@@ -181,6 +181,16 @@ class Tensor:
         self._backward = None
         self.creation_op = None
 
+    def __setstate__(self, state):
+        # copy.copy, copy.deepcopy and pickle rebuild a tensor here. The copy is a tensor of its own and needs an id of
+        # its own: backward keys gradients by id, so a deep-copied model (a teacher, a target network) shared its
+        # original's ids and the two models' gradients were merged into one of them. A deep copy sets its parents'
+        # state before its own, so a copied graph keeps every parent's id below its children's.
+        _, slots = state
+        for name, value in slots.items():
+            setattr(self, name, value)
+        self.id = _next_id()
+
     # ------------------------------------------------------------------ introspection
     @property
     def shape(self) -> tuple:

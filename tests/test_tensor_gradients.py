@@ -1,5 +1,8 @@
 """Every differentiable operation against central finite differences (float64, max relative error <= 1e-6)."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 from gradcheck import assert_gradients_match, max_relative_error
@@ -156,6 +159,29 @@ def test_wide_dag_cost_is_linear():
         y = (y + y) * 0.5
     y.backward()
     np.testing.assert_allclose(x.grad.data, [1.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("duplicate", [copy.deepcopy, copy.copy, lambda t: pickle.loads(pickle.dumps(t))],
+                         ids=["deepcopy", "copy", "pickle"])
+def test_a_copied_tensor_gets_its_own_gradient(duplicate):
+    # A copy kept its original's id, and backward (which keys gradients by id) merged the two: with a deep-copied
+    # model as a teacher, the student's gradient was the sum of both and the teacher got none.
+    w = Tensor(np.array([1.0, 2.0]), autograd=True)
+    twin = duplicate(w)
+    assert twin.id != w.id and twin is not w
+    (w * 3.0 - twin * twin).sum().backward()
+    np.testing.assert_array_equal(w.grad.data, [3.0, 3.0])
+    np.testing.assert_array_equal(twin.grad.data, [-2.0, -4.0])
+
+
+def test_a_deep_copied_graph_backpropagates_like_its_original():
+    x = Tensor(np.array([0.5, -1.0]), autograd=True)
+    y = (x * x).tanh() + x
+    twin = copy.deepcopy(y)  # its parents are copied before it, so their new ids stay below its own
+    twin.sum().backward()
+    (leaf,) = {node for node in twin.creators if node.creators is None}
+    np.testing.assert_allclose(leaf.grad.data, 2 * x.data * (1 - np.tanh(x.data**2) ** 2) + 1)
+    assert x.grad is None
 
 
 def test_gradients_accumulate_across_backward_calls():
