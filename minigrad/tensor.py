@@ -377,6 +377,32 @@ class Tensor:
     def __rtruediv__(self, other):
         return _lift(other, self.data.dtype).__truediv__(self)
 
+    # In-place arithmetic. Without these, ``p -= alpha * p.grad`` (a step written by hand) fell back to
+    # ``p = p - ...``: a new tensor bound to the loop variable, while the model's parameter never changed.
+    def __iadd__(self, other):
+        return self._in_place(other, np.add, Tensor.__add__)
+
+    def __isub__(self, other):
+        return self._in_place(other, np.subtract, Tensor.__sub__)
+
+    def __imul__(self, other):
+        return self._in_place(other, np.multiply, Tensor.__mul__)
+
+    def __itruediv__(self, other):
+        return self._in_place(other, np.divide, Tensor.__truediv__)
+
+    def _in_place(self, other, ufunc, recorded):
+        """``self op= other``: unrecorded, ``.data`` changes in place (as in PyTorch); recorded, the result is a new
+        node, as ``self = self op other`` would be."""
+        if not _records(self, other):
+            ufunc(self.data, _operand(other), out=self.data)
+            return self
+        if self.autograd and self._backward is None:
+            # As PyTorch: the leaf would silently become a graph node that optimizers and layers no longer see.
+            raise RuntimeError("an in-place operation on a tensor with autograd=True while gradients are recorded; "
+                               "update parameters inside `with no_grad():`, or write `x = x + ...` for a new tensor")
+        return recorded(self, other)
+
     def __pow__(self, exponent):
         if not isinstance(exponent, numbers.Real):  # a Tensor, an array, a complex number, a string...
             raise TypeError(f"Tensor ** x: the exponent must be a real Python or numpy scalar, got {exponent!r}")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minigrad import MSELoss, Tensor, is_grad_enabled, no_grad
+from minigrad import Linear, MSELoss, Sequential, Tensor, is_grad_enabled, no_grad
 
 
 @pytest.mark.parametrize(
@@ -65,6 +65,39 @@ def test_a_leaf_gradient_keeps_the_leaf_dtype_whatever_it_met():
     MSELoss()(pred, np.array([[1.0], [0.0]])).backward()  # a float64 target, as np.array makes it
     assert pred.grad.dtype == np.float32
     np.testing.assert_array_equal(pred.grad.data, [[-1.0], [1.0]])
+
+
+def test_a_step_written_by_hand_updates_the_parameters_in_place():
+    # p -= alpha * p.grad rebound the loop variable to a new tensor: the model never changed.
+    model = Sequential([Linear(2, 1, rng=np.random.default_rng(0))])
+    params = model.get_parameters()
+    MSELoss()(model(Tensor(np.ones((3, 2)))), np.zeros((3, 1))).backward()
+    expected = [p.data - 0.5 * p.grad.data for p in params]
+    with no_grad():
+        for p in model.get_parameters():
+            p -= 0.5 * p.grad
+    assert model.get_parameters() == params
+    for p, values in zip(params, expected):
+        np.testing.assert_array_equal(p.data, values)
+
+
+@pytest.mark.parametrize("op", ["+=", "-=", "*=", "/="])
+def test_in_place_arithmetic(op):
+    def apply(x, y):
+        scope = {"x": x, "y": y}
+        exec(f"x {op} y", scope)
+        return scope["x"]
+
+    c = Tensor(np.array([2.0, 4.0], dtype=np.float32))
+    same = apply(c, np.float64(2.0))
+    assert same is c and c.dtype == np.float32  # a constant changes in place, keeping its dtype
+    x = Tensor([1.0, 3.0], autograd=True)
+    y = apply(x * 1.0, 2.0)  # a graph node: a new node, so the gradient stays right
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.data, {"+=": 1.0, "-=": 1.0, "*=": 2.0, "/=": 0.5}[op])
+    with pytest.raises(RuntimeError, match="in-place operation on a tensor with autograd=True .* no_grad"):
+        apply(x, 2.0)  # a leaf would have silently become a node that no optimizer or layer sees
+    np.testing.assert_array_equal(x.data, [1.0, 3.0])
 
 
 def test_no_grad_records_nothing_and_restores_state():
