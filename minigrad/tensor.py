@@ -392,16 +392,17 @@ class Tensor:
         return self._in_place(other, np.divide, Tensor.__truediv__)
 
     def _in_place(self, other, ufunc, recorded):
-        """``self op= other``: unrecorded, ``.data`` changes in place (as in PyTorch); recorded, the result is a new
-        node, as ``self = self op other`` would be."""
-        if not _records(self, other):
-            ufunc(self.data, _operand(other), out=self.data)
-            return self
-        if self.autograd and self._backward is None:
-            # As PyTorch: the leaf would silently become a graph node that optimizers and layers no longer see.
+        """``self op= other``. A leaf with autograd (a parameter) changes in place inside ``no_grad``, as an optimizer
+        changes it, and refuses while recording (as in PyTorch: it would silently become a graph node that optimizers
+        and layers no longer see). Any other tensor gets a new one, as from ``self op other``: a constant or a node
+        may be held by a recorded graph whose gradient its old values must still give."""
+        if not (self.autograd and self._backward is None):
+            return recorded(self, other)
+        if _grad_mode.enabled:
             raise RuntimeError("an in-place operation on a tensor with autograd=True while gradients are recorded; "
                                "update parameters inside `with no_grad():`, or write `x = x + ...` for a new tensor")
-        return recorded(self, other)
+        ufunc(self.data, _operand(other), out=self.data)
+        return self
 
     def __pow__(self, exponent):
         if not isinstance(exponent, numbers.Real):  # a Tensor, an array, a complex number, a string...

@@ -88,9 +88,17 @@ def test_in_place_arithmetic(op):
         exec(f"x {op} y", scope)
         return scope["x"]
 
-    c = Tensor(np.array([2.0, 4.0], dtype=np.float32))
-    same = apply(c, np.float64(2.0))
-    assert same is c and c.dtype == np.float32  # a constant changes in place, keeping its dtype
+    w = Tensor(np.array([2.0, 4.0], dtype=np.float32), autograd=True)
+    with no_grad():
+        same = apply(w, np.float64(2.0))
+    assert same is w and w.dtype == np.float32  # a parameter changes in place, keeping its dtype
+    np.testing.assert_array_equal(w.data, {"+=": [4, 6], "-=": [0, 2], "*=": [4, 8], "/=": [1, 2]}[op])
+    c = Tensor([2.0])
+    product = w * c
+    apply(c, 5.0)  # a constant may be in a graph: it gets a new tensor, and the graph's gradient stays right
+    product.sum().backward()
+    np.testing.assert_array_equal(c.data, [2.0])
+    np.testing.assert_array_equal(w.grad.data, [2.0, 2.0])
     x = Tensor([1.0, 3.0], autograd=True)
     y = apply(x * 1.0, 2.0)  # a graph node: a new node, so the gradient stays right
     y.sum().backward()
