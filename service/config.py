@@ -86,6 +86,22 @@ def _as_token(name: str, value) -> str | None:
     return value
 
 
+def _refuse_data_among_models(model_dir: str, data_dir: str) -> None:
+    """The registry takes every directory of the model directory for a model's versions: a data directory that
+    is the model directory, or inside it, had its job store or metric files taken for a model, and
+    ``DELETE /models/var`` (or ``/models/metrics``) removed them."""
+    models, data = os.path.realpath(model_dir), os.path.realpath(data_dir)
+    if os.path.commonpath([models, data]) != models:
+        return
+    if data == models:
+        where, model = "is MINIGRAD_MODEL_DIR", "metrics"
+    else:
+        where, model = f"is inside MINIGRAD_MODEL_DIR ({model_dir})", os.path.relpath(data, models).split(os.sep)[0]
+    raise ConfigError(f"MINIGRAD_DATA_DIR: {data_dir} {where}, where every directory is taken for a model's "
+                      f"versions (DELETE /models/{model} would remove the job store or the metrics); use a "
+                      "directory outside it")
+
+
 def load_config(overrides: Mapping | None = None, environ: Mapping | None = None) -> dict:
     """The effective settings: ``DEFAULTS`` < environment variables < ``overrides``.
 
@@ -101,6 +117,7 @@ def load_config(overrides: Mapping | None = None, environ: Mapping | None = None
 
     settings["MINIGRAD_MODEL_DIR"] = os.path.abspath(os.fspath(settings["MINIGRAD_MODEL_DIR"]))
     settings["MINIGRAD_DATA_DIR"] = os.path.abspath(os.fspath(settings["MINIGRAD_DATA_DIR"]))
+    _refuse_data_among_models(settings["MINIGRAD_MODEL_DIR"], settings["MINIGRAD_DATA_DIR"])
     for name, normalize in (("MINIGRAD_API_TOKEN", _as_token), ("MINIGRAD_PROTECT_PREDICT", _as_bool),
                             ("MINIGRAD_MAX_BODY_BYTES", _as_positive_int),
                             ("MINIGRAD_MODEL_RECHECK_SECONDS", _as_seconds)):

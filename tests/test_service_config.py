@@ -76,6 +76,23 @@ def test_protected_predictions_without_a_token_are_refused():
     assert load_config(environ={"MINIGRAD_PROTECT_PREDICT": "1", "MINIGRAD_API_TOKEN": "t"})["MINIGRAD_PROTECT_PREDICT"]
 
 
+def test_a_data_dir_in_the_model_dir_is_refused(tmp_path):
+    # The registry took its directories for models: with both at one path, PUT /models/metrics wrote a version
+    # among the metric files and DELETE /models/metrics removed them all (then /metrics was a 500); with the data
+    # directory inside the model directory, DELETE /models/var removed the job store.
+    models = tmp_path / "models"
+    (tmp_path / "link").symlink_to(models, target_is_directory=True)
+    for data, fragment in [(models, "is MINIGRAD_MODEL_DIR, .*[(]DELETE /models/metrics "),
+                           (models / "var", "is inside MINIGRAD_MODEL_DIR .*[(]DELETE /models/var "),
+                           (tmp_path / "link" / "jobs" / "here", "is inside .*[(]DELETE /models/jobs ")]:
+        with pytest.raises(ConfigError, match=f"^MINIGRAD_DATA_DIR: {data} {fragment}"):
+            load_config(environ={"MINIGRAD_MODEL_DIR": str(models), "MINIGRAD_DATA_DIR": str(data)})
+        with pytest.raises(ConfigError, match="^MINIGRAD_DATA_DIR: "):
+            create_app({"MINIGRAD_MODEL_DIR": str(models), "MINIGRAD_DATA_DIR": str(data)})
+    for data in (tmp_path / "var", tmp_path / "models-var", tmp_path):  # beside it, or holding it: nothing shared
+        assert load_config(environ={"MINIGRAD_MODEL_DIR": str(models), "MINIGRAD_DATA_DIR": str(data)})
+
+
 def test_create_app_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIGRAD_MODEL_DIR", str(tmp_path / "m"))
     monkeypatch.setenv("MINIGRAD_DATA_DIR", str(tmp_path / "v"))
