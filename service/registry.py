@@ -477,10 +477,15 @@ class ModelRegistry:
             # Renaming first takes the whole model out of sight in one step; the files go afterwards.
             graveyard = tempfile.mkdtemp(prefix=".deleted-", dir=self.directory)
             try:
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(base, os.path.join(graveyard, "versions"))
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(base + ".json")
+                # Only what is this model's: <name>/ holds its versions (a file of that name is not one of them),
+                # <name>.json is its hand-placed version unless it is a directory, model "<name>.json"'s versions
+                # (unlinking that was an EISDIR: a 503 "not writable" for a model deleted all the same).
+                if os.path.isdir(base):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(base, os.path.join(graveyard, "versions"))
+                if not os.path.isdir(base + ".json"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(base + ".json")
             finally:
                 shutil.rmtree(graveyard, ignore_errors=True)
             _fsync_directory(self.directory)

@@ -166,6 +166,21 @@ def test_a_name_taken_by_a_hand_placed_file_is_409_not_503(client, model_dir):
     assert client.post("/predict", json={"model": "xor", "inputs": [0, 1]}).status_code == 200
 
 
+def test_a_delete_takes_only_what_is_the_models(client, model_dir):
+    # DELETE /models/x beside a model named "x.json" (its directory x.json/) deleted x, then tried to unlink x.json/
+    # as x's hand-placed file: a 503 "Model directory not writable" for a model that was gone; and a file named
+    # x, which is no model's, was taken away with the model as if it were x's directory of versions.
+    for name in ("x", "x.json"):
+        assert client.put(f"/models/{name}", json=xor_like(1)).status_code == 201
+    assert client.delete("/models/x").get_json() == {"name": "x", "deleted_versions": [1]}
+    assert client.get("/models/x.json").get_json()["versions"] == [1]
+    (model_dir / "notes").write_text("not a model")
+    assert client.delete("/models/xor").get_json() == {"name": "xor", "deleted_versions": [1]}
+    (model_dir / "notes.json").write_text(json.dumps(xor_like(2)))
+    assert client.delete("/models/notes").get_json() == {"name": "notes", "deleted_versions": [1]}
+    assert model_files(model_dir) == ["iris.json", "notes", "x.json"]
+
+
 def test_uploads_racing_deletes_of_the_same_name_are_never_5xx(app):
     """Threads stand in for a gunicorn worker's threads: every PUT is a 201 (it was a 503 "not writable"
     whenever a DELETE took the model's directory away mid-upload), every DELETE a 200 or a 404."""
