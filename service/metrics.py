@@ -24,6 +24,7 @@ from pathlib import Path
 from flask import Flask, Response, request
 
 from .config import load_config
+from .errors import abort_problem
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -206,6 +207,14 @@ def _exposition() -> bytes:
 
 
 def metrics_view():
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory and not os.path.isdir(directory):
+        # Removed under a running server (by hand, or by a cleaner of old files): every worker's counts went
+        # with it, and prometheus_client would raise a 500. A restart makes a new directory.
+        log.error("metrics: the multiprocess directory %s no longer exists; restart the service", directory)
+        abort_problem(503, "Metrics unavailable", f"The metrics directory ({MULTIPROC_ENV}) no longer exists, so the "
+                      "counts are lost; restart the service to count again.",
+                      type="urn:minigrad:problem:metrics-unavailable")
     return Response(_exposition(), content_type=CONTENT_TYPE)
 
 

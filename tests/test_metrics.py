@@ -213,3 +213,12 @@ def test_a_second_server_refused_the_port_leaves_the_first_ones_counts(gunicorn,
     assert second.returncode != 0 and "Address already in use" in second.stdout + second.stderr
     assert value(samples(server), "minigrad_predictions_total", model="xor") == counted
     assert "holds the metrics of running processes" in second.stderr
+
+
+def test_a_vanished_metrics_directory_is_a_503_problem_not_a_500(client, tmp_path, monkeypatch):
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "removed-by-a-cleaner"))
+    response = client.get("/metrics")
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["type"] == "urn:minigrad:problem:metrics-unavailable"
+    assert "restart the service" in response.get_json()["detail"]
