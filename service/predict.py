@@ -40,7 +40,8 @@ def input_batch(inputs, width: int, dtype) -> tuple[np.ndarray, bool]:
                          f"got an array of {array.ndim} dimensions")
     if array.shape[1] != width:
         where = "inputs" if flat else "inputs[0]"
-        raise InputError(f"{where}: expected {width} values (the model's input width), got {array.shape[1]}")
+        values = "value" if width == 1 else "values"
+        raise InputError(f"{where}: expected {width} {values} (the model's input width), got {array.shape[1]}")
     if array.dtype != dtype:  # float32 models: values beyond float32's range would become inf
         with np.errstate(over="ignore"):
             array = array.astype(dtype)

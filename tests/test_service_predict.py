@@ -69,6 +69,13 @@ def test_float32_models_compute_in_float32(client, model_dir):
     assert np.array_equal(np.array(body["outputs"], dtype=np.float32), expected)
 
 
+def test_a_one_input_model_asks_for_one_value(client, model_dir):
+    minigrad.save(Sequential([Linear(1, 1)]), model_dir / "one.json")
+    response = client.post("/predict", json={"model": "one", "inputs": [[1, 2]]})
+    assert response.status_code == 422
+    assert response.get_json()["detail"] == "inputs[0]: expected 1 value (the model's input width), got 2"
+
+
 def test_large_integers_are_numbers_too(client):
     response = client.post("/predict", json={"model": "xor", "inputs": [[2**70, 0]]})
     assert response.status_code == 200
