@@ -333,15 +333,19 @@ class BCELoss(_Loss):
 
     def forward(self, pred, target):
         raw = pred.data
-        # As PyTorch: a prediction beyond [0, 1] (no Sigmoid last) was clipped to 0 or 1 and trained nonsense.
-        # A NaN passes both comparisons: it makes a NaN loss, which fit reports as TrainingDiverged.
-        if raw.size and (np.minimum.reduce(raw, None) < 0 or np.maximum.reduce(raw, None) > 1):
-            index = tuple(int(i) for i in np.argwhere((raw < 0) | (raw > 1))[0])
-            raise NotProbabilities(f"BCELoss takes probabilities in [0, 1], but prediction{list(index)} is "
-                                   f"{float(raw[index])!r} (end the model with a Sigmoid, or train on logits with "
-                                   "CrossEntropyLoss)")
         low, high = _probability_bounds(self.eps, raw.dtype)
-        p = np.clip(raw, low, high)
+        p = raw
+        if raw.size:
+            smallest, largest = np.minimum.reduce(raw, None), np.maximum.reduce(raw, None)
+            # As PyTorch: a prediction beyond [0, 1] (no Sigmoid last) was clipped to 0 or 1 and trained nonsense.
+            # A NaN passes every comparison: it makes a NaN loss, which fit reports as TrainingDiverged.
+            if smallest < 0 or largest > 1:
+                index = tuple(int(i) for i in np.argwhere((raw < 0) | (raw > 1))[0])
+                raise NotProbabilities(f"BCELoss takes probabilities in [0, 1], but prediction{list(index)} is "
+                                       f"{float(raw[index])!r} (end the model with a Sigmoid, or train on logits "
+                                       "with CrossEntropyLoss)")
+            if smallest < low or largest > high:  # else no value needs clipping (a sigmoid's usually: no copy)
+                p = np.clip(raw, low, high)
         t = _target_array(target, p)
         values = -(t * np.log(p) + (1 - t) * np.log1p(-p))
         return self._finish(pred, target, values, lambda: (p - t) / (p * (1 - p)), lambda: np.log1p(-p) - np.log(p),
