@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import numbers
 import operator
 import threading
@@ -418,6 +419,18 @@ class Tensor:
                 return (g * (exponent * a ** (exponent - 1)),)
 
             return _node(out, "pow", (self,), backward)
+        return _constant(out)
+
+    def __rpow__(self, base):  # base ** self, e.g. 2 ** x: d/dx = base ** x * log(base)
+        if not isinstance(base, numbers.Real):
+            raise TypeError(f"x ** Tensor: the base must be a real Python or numpy scalar, got {base!r}")
+        base = _operand(base)
+        out = np.power(base, self.data)
+        if _records(self):
+            # A Python float, which keeps a float32 gradient float32. The gradient of 0 ** x is 0 where x > 0 (as
+            # PyTorch has it); a negative base has no real logarithm.
+            log_base = math.log(base) if base > 0 else 0.0 if base == 0 else math.nan
+            return _node(out, "rpow", (self,), lambda g: (g * out * log_base,))
         return _constant(out)
 
     # ------------------------------------------------------------------ elementwise functions

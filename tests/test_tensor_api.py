@@ -48,7 +48,7 @@ def test_a_numpy_scalar_operand_keeps_a_float32_tensor_float32(scalar):
     # numpy scalars are not "weak" as Python numbers are: x * np.float64(2) was a float64 tensor.
     x = Tensor(np.full(2, 3.0, dtype=np.float32), autograd=True)
     results = [x * scalar, scalar * x, x + scalar, scalar + x, x - scalar, scalar - x, x / scalar, scalar / x,
-               x**scalar]
+               x**scalar, scalar**x]
     assert [y.dtype for y in results] == [np.float32] * len(results)
     sum(results[1:], results[0]).sum().backward()
     assert x.grad.dtype == np.float32
@@ -220,6 +220,7 @@ def test_pow_rejects_tensor_exponent():
         (lambda: Tensor(np.ones((2, 3))).expand(0, -1), ValueError, "copies must be a non-negative integer, got -1"),
         (lambda: Tensor([2.0]) ** 1j, TypeError, "the exponent must be a real"),
         (lambda: Tensor([2.0]) ** "a", TypeError, "the exponent must be a real"),
+        (lambda: [2.0] ** Tensor([2.0]), TypeError, r"x \*\* Tensor: the base must be a real"),
         (lambda: Tensor([1.5], dtype=np.int64), TypeError, "Tensor dtype must be a floating-point type, got int64"),
         (lambda: Tensor([[1.0], [1.0, 2.0]]), ValueError, "Tensor data must be a rectangular array"),
         (lambda: bool(Tensor([1.0, 2.0])), ValueError, "ambiguous"),

@@ -59,6 +59,7 @@ CASES = [
     ("pow 3", lambda a: a**3, [r(3, 4)]),
     ("pow 0.5", lambda a: a**0.5, [r(3, 4, low=0.5, high=2.0)]),
     ("pow -1", lambda a: a**-1, [away_from_zero(3, 4)]),
+    ("scalar to the power of a tensor", lambda a: 2.5**a, [r(3, 4)]),  # was a TypeError
     ("exp", lambda a: a.exp(), [r(3, 4)]),
     ("log", lambda a: a.log(), [r(3, 4, low=0.2, high=3.0)]),
     ("sigmoid", lambda a: a.sigmoid(), [r(3, 4, low=-6, high=6)]),
