@@ -139,6 +139,10 @@ class Sequential(Layer):
     def __init__(self, layers=None):
         super().__init__()
         self.layers = []
+        if callable(getattr(layers, "forward", None)):  # Sequential(Linear(2, 3)): "'Linear' object is not iterable"
+            name = type(layers).__name__
+            raise TypeError(f"Sequential: expected a list of layers, got a {name}; "
+                            f"write Sequential([{name}(...), ...])")
         for layer in layers if layers is not None else ():
             self.add(layer)
         self.metadata = {}  # free-form facts saved with the model in its document (minigrad.format)

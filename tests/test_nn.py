@@ -370,6 +370,13 @@ def test_a_broken_layer_is_not_blamed_on_its_input():
     assert "features" not in str(caught.value)
 
 
+def test_sequential_of_one_layer_not_in_a_list_says_to_list_it():
+    # PyTorch's nn.Sequential(nn.Linear(2, 3)) habit; it was "'Linear' object is not iterable".
+    with pytest.raises(TypeError, match=r"Sequential: expected a list of layers, got a Linear; "
+                                        r"write Sequential\(\[Linear\(...\), ...\]\)"):
+        Sequential(Linear(2, 3))
+
+
 @pytest.mark.parametrize(
     "layers,message",
     [
