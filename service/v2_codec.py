@@ -214,6 +214,9 @@ def datatype_of(dtype) -> str:
     raise ValueError(f"dtype {dtype} has no v2 datatype here; expected one of float32, float64")
 
 
+_FIRST_SLICE = 32  # bytes of input first given to a gzip member after the first (one is at least 20)
+
+
 def decode_body(body: bytes, content_encoding: str | None, limit: int | None) -> bytes:
     """Undo the gzip / deflate ``Content-Encoding`` tritonclient can apply, never growing past ``limit``."""
     encoding = (content_encoding or "identity").strip().lower()
@@ -225,26 +228,34 @@ def decode_body(body: bytes, content_encoding: str | None, limit: int | None) ->
         raise V2ProtocolError(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none", 415)
     # wbits 16+MAX_WBITS reads a gzip wrapper, MAX_WBITS a zlib one (what HTTP calls "deflate").
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    pieces, size, rest = [], 0, body
-    while True:
+    view, start, pieces, size = body, 0, [], 0
+    while True:  # one gzip member (a deflate body is one zlib stream)
         inflater = zlib.decompressobj(wbits)
-        try:
-            piece = inflater.decompress(rest, limit + 1 - size if limit else 0)
-        except zlib.error as exc:
-            raise V2ProtocolError(f"request body is not valid {encoding} data: {exc}") from None
-        pieces.append(piece)
-        size += len(piece)
-        if limit and size > limit:
-            raise V2ProtocolError(f"decompressed request body exceeds the limit of {limit} bytes", 413)
-        if not inflater.eof:
-            raise V2ProtocolError(f"request body is truncated {encoding} data")
-        rest = inflater.unused_data
-        if not rest:
-            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        # At a member's end zlib copies the input it was given past that end (unused_data): given all the rest
+        # of the body each time, 40,000 empty members took 0.4 s, quadratic in their number. The first member
+        # (the usual body's only one) is given the whole body in one call; later ones a slice that doubles.
+        step = len(view) if start == 0 else _FIRST_SLICE
+        while not inflater.eof:
+            if start == len(view):
+                raise V2ProtocolError(f"request body is truncated {encoding} data")
+            given = view[start:start + step]
+            try:
+                piece = inflater.decompress(given, limit + 1 - size if limit else 0)
+            except zlib.error as exc:
+                raise V2ProtocolError(f"request body is not valid {encoding} data: {exc}") from None
+            pieces.append(piece)
+            size += len(piece)
+            if limit and size > limit:
+                raise V2ProtocolError(f"decompressed request body exceeds the limit of {limit} bytes", 413)
+            start += len(given) - len(inflater.unused_data)
+            step *= 2
+        if start == len(view):
+            return b"".join(pieces)  # the one piece itself when there is one (no copy)
         # Bytes after the end were dropped without a word. A gzip body may hold several members, whose data
         # follow each other (RFC 1952, as gzip -d reads them); a deflate body is one zlib stream.
         if encoding != "gzip":
-            raise V2ProtocolError(f"request body has {len(rest)} bytes after the end of its deflate data")
+            raise V2ProtocolError(f"request body has {len(view) - start} bytes after the end of its deflate data")
+        view = memoryview(body)  # later members are given slices of the body, not copies of it
 
 
 def _reject_constant(name):

@@ -351,6 +351,37 @@ def test_a_gzip_body_of_several_members_is_inflated_whole():
     assert decode_body(gzip.compress(b"x" * 600) + gzip.compress(b"x" * 400), "gzip", limit=1000) == b"x" * 1000
 
 
+_ZLIB_DECOMPRESSOBJ = zlib.decompressobj  # the real one, which the test below replaces
+
+
+class _CountingInflater:
+    """zlib's own inflater, counting the bytes it copies past a member's end into ``unused_data``."""
+
+    copied = 0
+
+    def __init__(self, wbits):
+        self._inflater = _ZLIB_DECOMPRESSOBJ(wbits)
+
+    def decompress(self, data, max_length=0):
+        out = self._inflater.decompress(data, max_length)
+        _CountingInflater.copied += len(self._inflater.unused_data)
+        return out
+
+    def __getattr__(self, name):  # eof, unused_data, unconsumed_tail
+        return getattr(self._inflater, name)
+
+
+def test_a_body_of_many_gzip_members_is_inflated_in_linear_time(monkeypatch):
+    # Each member was given all the rest of the body, which zlib copied past the member's end: quadratic in the
+    # number of members (a 64 MiB body of 20-byte empty members, the limit's worth, took hours of CPU).
+    monkeypatch.setattr(zlib, "decompressobj", _CountingInflater)
+    monkeypatch.setattr(_CountingInflater, "copied", 0)
+    members = [gzip.compress(b"", mtime=0)] * 3000 + [gzip.compress(bytes(range(256)) * 40, mtime=0)]
+    body = b"".join(members)
+    assert decode_body(body, "gzip", limit=20_000) == bytes(range(256)) * 40
+    assert _CountingInflater.copied <= 4 * len(body)  # was 3000 * len(body) / 2
+
+
 @pytest.mark.parametrize(
     "body, encoding, status, expected",
     [
