@@ -552,12 +552,9 @@ class Tensor:
 
     def __getitem__(self, index):
         if isinstance(index, Tensor):
-            positions = index.data
-            # A Tensor holds floats: 0.7 was truncated to 0, and a boolean mask (stored as 1.0/0.0) taken
-            # as the positions 1 and 0. Only whole numbers are positions; a mask stays a numpy bool array.
-            if not _whole_numbers(positions):
-                raise IndexError("a Tensor index must hold whole numbers (positions); use a numpy array for a mask")
-            index = positions.astype(np.intp)
+            index = _positions(index)
+        elif type(index) is tuple:  # x[rows, columns] with Tensors of positions: numpy refused them
+            index = tuple(_positions(i) if isinstance(i, Tensor) else i for i in index)
         a_shape, dtype = self.data.shape, self.data.dtype
         out = self.data[index]
         if _records(self):
@@ -657,6 +654,16 @@ def _mm_error(a_shape: tuple, b_shape: tuple) -> ValueError:
         return ValueError(f"{shapes}: the first one's last axis ({a_shape[-1]}) must match the second one's "
                           f"{'second-to-last' if len(b_shape) >= 2 else 'only'} axis ({inner})")
     return ValueError(f"{shapes}: their leading (batch) axes do not broadcast together")
+
+
+def _positions(index: Tensor) -> np.ndarray:
+    """A Tensor used as an index, as integer positions."""
+    positions = index.data
+    # A Tensor holds floats: 0.7 was truncated to 0, and a boolean mask (stored as 1.0/0.0) taken
+    # as the positions 1 and 0. Only whole numbers are positions; a mask stays a numpy bool array.
+    if not _whole_numbers(positions):
+        raise IndexError("a Tensor index must hold whole numbers (positions); use a numpy array for a mask")
+    return positions.astype(np.intp)
 
 
 def _neg_backward(g):

@@ -280,6 +280,8 @@ def test_a_tensor_index_must_hold_whole_numbers():
     np.testing.assert_array_equal(x[Tensor([2.0, 0.0])].data, [3.0, 1.0])
     with pytest.raises(IndexError, match="a Tensor index must hold whole numbers"):
         x[Tensor([0.7])]  # was x[0]
+    with pytest.raises(IndexError, match="a Tensor index must hold whole numbers"):
+        Tensor(np.ones((2, 2)))[0, Tensor([0.7])]
 
 
 def test_no_grad_as_a_decorator_without_parentheses():

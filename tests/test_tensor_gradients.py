@@ -81,6 +81,9 @@ CASES = [
     ("transpose negative axes", lambda a: a.transpose(-1, 0, 1) * Tensor(C_4x2x3), [r(2, 3, 4)]),
     ("reshape", lambda a: a.reshape(2, 6) * Tensor(C_2x6), [r(3, 4)]),
     ("getitem rows", lambda a: a[np.array([0, 2, 2])] * Tensor(C_3x4), [r(3, 4)]),
+    # Tensors of positions inside a tuple were refused by numpy ("only integers, slices ... are valid indices").
+    ("getitem rows and columns by Tensors", lambda a: a[Tensor([0, 2, 2]), Tensor([3, 1, 1])] * Tensor(C_3), [r(3, 4)]),
+    ("getitem a slice and a Tensor", lambda a: a[:, Tensor([1, 0])].sum(1) * Tensor(C_3), [r(3, 4)]),
     ("mm", lambda a, b: a.mm(b), [r(3, 4), r(4, 2)]),
     ("matmul operator", lambda a, b: (a @ b) * Tensor(C_3x2), [r(3, 4), r(4, 2)]),
     ("matmul vector right", lambda a, b: a @ b, [r(3, 4), r(4)]),
