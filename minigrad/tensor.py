@@ -187,8 +187,9 @@ class Tensor:
         # its own: backward keys gradients by id, so a deep-copied model (a teacher, a target network) shared its
         # original's ids and the two models' gradients were merged into one of them. A deep copy sets its parents'
         # state before its own, so a copied graph keeps every parent's id below its children's.
-        _, slots = state
-        for name, value in slots.items():
+        # (instance dict, slots): the dict is a subclass's own attributes, if it has any.
+        attributes, slots = state if isinstance(state, tuple) else (state, None)
+        for name, value in itertools.chain((attributes or {}).items(), (slots or {}).items()):
             setattr(self, name, value)
         self.id = _next_id()
 

@@ -178,6 +178,17 @@ def test_a_copied_tensor_gets_its_own_gradient(duplicate):
     np.testing.assert_array_equal(twin.grad.data, [-2.0, -4.0])
 
 
+class NamedTensor(Tensor):
+    """A subclass with attributes of its own (in a __dict__, beside Tensor's slots)."""
+
+
+def test_a_copied_subclass_keeps_its_own_attributes():
+    t = NamedTensor([1.0], autograd=True)
+    t.name = "w"
+    twin = copy.deepcopy(t)
+    assert type(twin) is NamedTensor and twin.name == "w" and twin.id != t.id and twin.autograd
+
+
 def test_a_deep_copied_graph_backpropagates_like_its_original():
     x = Tensor(np.array([0.5, -1.0]), autograd=True)
     y = (x * x).tanh() + x
