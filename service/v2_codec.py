@@ -243,8 +243,9 @@ def decode_body(body: bytes, content_encoding: str | None, limit: int | None) ->
                 piece = inflater.decompress(given, limit + 1 - size if limit else 0)
             except zlib.error as exc:
                 raise V2ProtocolError(f"request body is not valid {encoding} data: {exc}") from None
-            pieces.append(piece)
-            size += len(piece)
+            if piece:  # an empty member's nothing, kept, would make a list as long as the body of them
+                pieces.append(piece)
+                size += len(piece)
             if limit and size > limit:
                 raise V2ProtocolError(f"decompressed request body exceeds the limit of {limit} bytes", 413)
             start += len(given) - len(inflater.unused_data)
