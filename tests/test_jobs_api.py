@@ -12,9 +12,19 @@ import time
 import numpy as np
 import pytest
 from huey import signals as huey_signals
-from jobs_support import REPO, XOR_INPUTS, consumer_thread, job_env, slow_request, wait_for, xor_request
+from jobs_support import (
+    REPO,
+    XOR_ARCHITECTURE,
+    XOR_INPUTS,
+    consumer_thread,
+    job_env,
+    slow_request,
+    wait_for,
+    xor_request,
+)
 
 import minigrad
+from minigrad import Linear, Sequential, Sigmoid
 from service import create_app
 from service.config import ConfigError
 from service.jobs import get_job_backend
@@ -511,6 +521,9 @@ BAD_REQUESTS = [
     (xor_request(loss="bce", data={"inputs": [[0, 0], [1, 1]], "targets": [[1], [5]]}), ["data", "targets"]),
     (xor_request(loss="bce", data={"inputs": [[0, 1]], "targets": [-0.5]}), ["data", "targets"]),
     (xor_request(loss="bce", validation={"inputs": [[0, 1]], "targets": [[2]]}), ["validation", "targets"]),
+    # bce on outputs that can leave [0, 1] was queued, and the job failed once BCELoss met one
+    (xor_request(loss="bce", architecture=XOR_ARCHITECTURE[:3]), ["architecture", "2", "type"]),
+    (xor_request(loss="bce", architecture=[*XOR_ARCHITECTURE[:3], {"type": "Relu"}]), ["architecture", "3", "type"]),
     (xor_request(optimizer={"type": "rmsprop"}), ["optimizer", "type"]),
     (xor_request(optimizer={"type": "sgd", "alpha": -1}), ["optimizer", "alpha"]),
     (xor_request(optimizer={"type": "adam", "momentum": 0.9}), ["optimizer", "momentum"]),
@@ -545,6 +558,20 @@ def test_bce_targets_outside_0_and_1_are_refused_saying_where(client):
     assert problem["detail"] == "data.targets: the bce loss needs targets between 0 and 1 (labels or probabilities); " \
                                 "row 2 has 5"
     assert client.post("/train", json=xor_request(loss="bce", epochs=1)).status_code == 202  # 0/1 labels are fine
+
+
+def test_bce_on_a_stored_model_that_does_not_end_in_probabilities_is_refused(client, tmp_path):
+    minigrad.save(Sequential([Linear(2, 1)]), tmp_path / "models" / "linear.json")
+    minigrad.save(Sequential([Linear(2, 1), Sigmoid()]), tmp_path / "models" / "logistic.json")
+    body = xor_request(loss="bce", model="linear")
+    del body["architecture"]
+    problem = client.post("/train", json=body).get_json()
+    assert problem["status"] == 422
+    assert problem["errors"]["json"]["loss"] == ["the bce loss takes probabilities, but model 'linear' version 1 ends "
+                                                 "with Linear, whose outputs can leave [0, 1]; end with Sigmoid, or "
+                                                 "use the mse loss"]
+    body["model"] = "logistic"
+    assert client.post("/train", json=body).status_code == 202
 
 
 def test_a_save_as_whose_place_a_hand_placed_file_holds_is_a_409_before_training(app, client, tmp_path):

@@ -108,6 +108,24 @@ def _pair(block: dict, path: str, n_inputs: int, n_outputs: int, loss: str, dtyp
     return inputs, targets.astype(dtype)
 
 
+# The layers whose outputs are always in [0, 1], as binary cross-entropy needs.
+_PROBABILITY_LAYERS = ("Sigmoid", "Softmax")
+
+
+def _check_ends_in_probabilities(architecture: list[dict] | None, loaded) -> None:
+    """The bce loss needs predictions in [0, 1]: minigrad's BCELoss refuses others, so a model without a Sigmoid
+    (or Softmax) last would be queued only to fail once its outputs leave that range, perhaps hours in."""
+    if architecture is not None:
+        last, field = architecture[-1]["type"], f"architecture.{len(architecture) - 1}.type"
+        where = "the architecture ends"
+    else:
+        last, field = type(loaded.model.layers[-1]).__name__, "loss"
+        where = f"model {loaded.name!r} version {loaded.version} ends"
+    if last not in _PROBABILITY_LAYERS:
+        raise TrainingRequestError(field, f"the bce loss takes probabilities, but {where} with {last}, whose outputs "
+                                          "can leave [0, 1]; end with Sigmoid, or use the mse loss")
+
+
 def _check_sizes(inputs: np.ndarray, epochs: int, limits: JobLimits) -> None:
     samples, features = inputs.shape
     checks = (
@@ -133,6 +151,8 @@ def prepare_training(body: dict, limits: JobLimits, registry) -> tuple[dict, dic
         n_inputs, n_outputs, dtype = loaded.n_inputs, loaded.n_outputs, loaded.dtype
         base = {"name": loaded.name, "version": loaded.version}
 
+    if body["loss"] == "bce":
+        _check_ends_in_probabilities(body.get("architecture"), None if base is None else loaded)
     if "save_as" in body:  # else the job would train, then fail to register its model
         registry.check_storable(body["save_as"])  # ModelNameTaken: 409
     loss = body["loss"]
