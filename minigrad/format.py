@@ -13,10 +13,12 @@ Every defect raises ``ModelFormatError`` naming where it is, e.g.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -711,16 +713,12 @@ def save(model, path_or_file) -> None:
         return
     path = os.fspath(path_or_file)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path) or ".")
+        fd, tmp = _new_temporary_file(os.path.dirname(path) or ".")
     except OSError as exc:  # it named the random temporary file, not the path the caller gave
         raise type(exc)(exc.errno, exc.strerror, path) from None
     try:
-        # mkstemp makes the file private (0600); a model file keeps the mode it had, or gets 0644.
-        try:
-            mode = os.stat(path).st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o644
-        os.chmod(tmp, mode)
+        with contextlib.suppress(FileNotFoundError):  # a model file replaced keeps its mode
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -729,6 +727,18 @@ def save(model, path_or_file) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _new_temporary_file(directory: str) -> tuple[int, str]:
+    """A new file in ``directory``, open for writing, with the mode ``open()`` would give it (0666 less the
+    umask: 0644 usually). ``tempfile.mkstemp`` would make it 0600 whatever the umask."""
+    for _ in range(100):
+        tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.json")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:  # another writer's: try another name
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
 
 
 def load(path_or_file) -> Sequential:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -165,11 +166,21 @@ def test_a_foreign_document_is_not_told_its_version_is_unsupported():
 
 
 def test_saved_file_is_readable_by_others_and_keeps_its_mode(tmp_path):
-    minigrad.save(small_model(), tmp_path / "new.json")
-    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
-    (tmp_path / "new.json").chmod(0o640)
-    minigrad.save(small_model(), tmp_path / "new.json")
-    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640
+    previous = os.umask(0o022)
+    try:
+        minigrad.save(small_model(), tmp_path / "new.json")
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "new.json").chmod(0o640)
+        minigrad.save(small_model(), tmp_path / "new.json")
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640
+        # A new file gets the mode open() would give it: the umask says who may read it (it got 0644 whatever
+        # the umask, so a user's private umask 077 was ignored).
+        os.umask(0o077)
+        minigrad.save(small_model(), tmp_path / "private.json")
+        assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "private.json"]  # no temporary file left
 
 
 def test_several_defects_are_all_reported():
