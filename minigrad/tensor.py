@@ -18,6 +18,7 @@ Invariants the engine relies on:
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import math
 import numbers
@@ -37,6 +38,31 @@ class _GradMode(threading.local):
 
 
 _grad_mode = _GradMode()
+
+
+def _generator_without_recording(function):
+    """``function`` (a generator function) whose body records nothing. The body runs at each ``next()``, long after
+    the call returned, so each resumption is wrapped (as PyTorch's decorator does), and the caller keeps its own
+    mode in between."""
+
+    def wrapper(*args, **kwargs):
+        generator = function(*args, **kwargs)
+        resume, value = generator.send, None
+        while True:
+            try:
+                with no_grad():
+                    item = resume(value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value, resume = (yield item), generator.send
+            except GeneratorExit:
+                generator.close()
+                raise
+            except BaseException as error:  # thrown in by the caller: into the body, where it belongs
+                value, resume = error, generator.throw
+
+    return wrapper
 
 
 class no_grad:
@@ -62,9 +88,12 @@ class no_grad:
         return False
 
     def __call__(self, function):
-        def wrapper(*args, **kwargs):
-            with no_grad():
-                return function(*args, **kwargs)
+        if inspect.isgeneratorfunction(function):
+            wrapper = _generator_without_recording(function)
+        else:
+            def wrapper(*args, **kwargs):
+                with no_grad():
+                    return function(*args, **kwargs)
 
         wrapper.__name__ = getattr(function, "__name__", "wrapper")
         wrapper.__doc__ = getattr(function, "__doc__", None)

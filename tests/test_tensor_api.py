@@ -131,6 +131,43 @@ def test_no_grad_as_decorator():
     assert is_grad_enabled()
 
 
+def test_no_grad_on_a_generator_records_nothing_in_its_body_and_leaves_the_caller_recording():
+    # The body of a generator runs at each next(), after the decorated call returned: it used to record.
+    w = Tensor([1.0, 2.0], autograd=True)
+
+    @no_grad
+    def scaled(factors):
+        """Doc."""
+        received = None
+        for factor in factors:
+            assert not is_grad_enabled()
+            received = yield w * factor + (0 if received is None else received)
+        return "done"
+
+    outputs = scaled([2, 3, 4])
+    assert scaled.__name__ == "scaled" and scaled.__doc__ == "Doc."
+    first = next(outputs)
+    assert is_grad_enabled()  # between items, the caller's own mode
+    caller = w * 2
+    assert caller.autograd
+    second = outputs.send(10)
+    assert not first.autograd and not second.autograd
+    np.testing.assert_array_equal(second.data, [13.0, 16.0])
+    with pytest.raises(ValueError, match="into the body"):
+        outputs.throw(ValueError("into the body"))  # raised where the body paused; it does not catch it
+    assert is_grad_enabled()
+
+    finished = scaled([1])
+    next(finished)
+    with pytest.raises(StopIteration) as stop:
+        next(finished)
+    assert stop.value.value == "done"
+    closed = scaled([1, 2])
+    next(closed)
+    closed.close()
+    assert is_grad_enabled()
+
+
 def test_tensors_without_autograd_record_nothing():
     a, b = Tensor([1.0, 2.0]), Tensor([3.0, 4.0])
     c = (a * b + a).tanh()
