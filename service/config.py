@@ -90,8 +90,12 @@ def _refuse_data_among_models(model_dir: str, data_dir: str) -> None:
     """The registry takes every directory of the model directory for a model's versions: a data directory that
     is the model directory, or inside it, had its job store or metric files taken for a model, and
     ``DELETE /models/var`` (or ``/models/metrics``) removed them."""
-    models, data = os.path.realpath(model_dir), os.path.realpath(data_dir)
-    if os.path.commonpath([models, data]) != models:
+    # As written and with symlinks resolved: a data directory reached through a symlink in the model directory
+    # (models/var -> /srv/var) is one of its directories too (DELETE /models/var took the link away).
+    for models, data in ((model_dir, data_dir), (os.path.realpath(model_dir), os.path.realpath(data_dir))):
+        if os.path.commonpath([models, data]) == models:
+            break
+    else:
         return
     if data == models:
         where, model = "is MINIGRAD_MODEL_DIR", "metrics"

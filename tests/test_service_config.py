@@ -82,9 +82,13 @@ def test_a_data_dir_in_the_model_dir_is_refused(tmp_path):
     # directory inside the model directory, DELETE /models/var removed the job store.
     models = tmp_path / "models"
     (tmp_path / "link").symlink_to(models, target_is_directory=True)
+    models.mkdir()
+    (models / "outside").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     for data, fragment in [(models, "is MINIGRAD_MODEL_DIR, .*[(]DELETE /models/metrics "),
                            (models / "var", "is inside MINIGRAD_MODEL_DIR .*[(]DELETE /models/var "),
-                           (tmp_path / "link" / "jobs" / "here", "is inside .*[(]DELETE /models/jobs ")]:
+                           (tmp_path / "link" / "jobs" / "here", "is inside .*[(]DELETE /models/jobs "),
+                           # a link in the model directory, though its real path is outside: it was let through
+                           (models / "outside" / "var", "is inside .*[(]DELETE /models/outside ")]:
         with pytest.raises(ConfigError, match=f"^MINIGRAD_DATA_DIR: {data} {fragment}"):
             load_config(environ={"MINIGRAD_MODEL_DIR": str(models), "MINIGRAD_DATA_DIR": str(data)})
         with pytest.raises(ConfigError, match="^MINIGRAD_DATA_DIR: "):
