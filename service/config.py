@@ -10,6 +10,8 @@ import math
 import os
 from collections.abc import Mapping
 
+from .registry import is_valid_name
+
 DEFAULTS = {
     "MINIGRAD_MODEL_DIR": "./models",
     "MINIGRAD_DATA_DIR": "./var",
@@ -101,6 +103,8 @@ def _refuse_data_among_models(model_dir: str, data_dir: str) -> None:
         where, model = "is MINIGRAD_MODEL_DIR", "metrics"
     else:
         where, model = f"is inside MINIGRAD_MODEL_DIR ({model_dir})", os.path.relpath(data, models).split(os.sep)[0]
+        if not is_valid_name(model):  # models/.state, say: no model is named so, and the registry passes it by
+            return
     raise ConfigError(f"MINIGRAD_DATA_DIR: {data_dir} {where}, where every directory is taken for a model's "
                       f"versions (DELETE /models/{model} would remove the job store or the metrics); use a "
                       "directory outside it")

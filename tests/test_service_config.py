@@ -93,7 +93,8 @@ def test_a_data_dir_in_the_model_dir_is_refused(tmp_path):
             load_config(environ={"MINIGRAD_MODEL_DIR": str(models), "MINIGRAD_DATA_DIR": str(data)})
         with pytest.raises(ConfigError, match="^MINIGRAD_DATA_DIR: "):
             create_app({"MINIGRAD_MODEL_DIR": str(models), "MINIGRAD_DATA_DIR": str(data)})
-    for data in (tmp_path / "var", tmp_path / "models-var", tmp_path):  # beside it, or holding it: nothing shared
+    # beside it, holding it, or in a directory no model can be named after (the registry passes it by)
+    for data in (tmp_path / "var", tmp_path / "models-var", tmp_path, models / ".state", models / "_var" / "x"):
         assert load_config(environ={"MINIGRAD_MODEL_DIR": str(models), "MINIGRAD_DATA_DIR": str(data)})
 
 
