@@ -35,14 +35,23 @@ class _State:
             self.views = [np.zeros_like(p.data) for p in parameters]
         else:
             self.whole = np.zeros_like(packed)
-            self.views = _views(self.whole, parameters)
+            self.views = _views(self.whole, [p.data for p in parameters])
+
+    def __setstate__(self, state):
+        # copy.deepcopy and pickle copy each view as an array of its own: make them views of the copied whole again,
+        # else a step on the whole model and a step parameter by parameter would each update a different copy.
+        _, slots = state
+        self.whole, self.views = slots["whole"], slots["views"]
+        if self.whole is not None:
+            self.views = _views(self.whole, self.views)
 
 
-def _views(whole, parameters):
+def _views(whole, arrays):
+    """Views of the flat array ``whole``, one shaped like each of ``arrays`` (laid end to end)."""
     views, start = [], 0
-    for p in parameters:
-        size = p.data.size
-        views.append(whole[start : start + size].reshape(p.data.shape))
+    for array in arrays:
+        size = array.size
+        views.append(whole[start : start + size].reshape(array.shape))
         start += size
     return views
 
@@ -148,9 +157,20 @@ class Optimizer:
             and len({p.data.dtype for p in params}) == 1
         ):
             self._packed = np.concatenate([p.data.ravel() for p in params])
-            self._packed_views = _views(self._packed, params)
+            self._packed_views = _views(self._packed, [p.data for p in params])
             for p, view in zip(params, self._packed_views):
                 p.data = view
+
+    def __setstate__(self, state):
+        # copy.deepcopy and pickle copy each parameter's view of the packed array as an array of its own, so a copied
+        # optimizer (with its model, as in a checkpoint) stepped its copy of the packed array and never the model's
+        # parameters. Each parameter still holding its copied view gets a view of the copied packed array again.
+        self.__dict__.update(state)
+        if self._packed is not None:
+            copied, self._packed_views = self._packed_views, _views(self._packed, self._packed_views)
+            for p, was, view in zip(self.parameters, copied, self._packed_views):
+                if p.data is was:
+                    p.data = view
 
     def zero(self):
         """Forget accumulated gradients (safe before any backward). The next backward starts afresh."""

@@ -1,5 +1,8 @@
 """Layers, losses and optimizers."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 from gradcheck import assert_gradients_match
@@ -351,6 +354,26 @@ def test_adam_step_without_gradients_does_not_count():
         opt.step()
     np.testing.assert_array_equal(w.data, ref.data)
     assert early.t == fresh.t == 1
+
+
+@pytest.mark.parametrize("duplicate", [copy.deepcopy, lambda pair: pickle.loads(pickle.dumps(pair))],
+                         ids=["deepcopy", "pickle"])
+@pytest.mark.parametrize("make", [lambda ps: SGD(ps, alpha=0.1, momentum=0.9), lambda ps: Adam(ps, alpha=0.1)],
+                         ids=["sgd-momentum", "adam"])
+def test_a_copied_optimizer_steps_its_copied_model(duplicate, make):
+    # A checkpoint of (model, optimizer): the copy's parameters were arrays of their own, no longer views of the
+    # copied packed array, so the copied optimizer's steps never changed the copied model.
+    model = Sequential([Linear(2, 3, rng=np.random.default_rng(0)), Tanh(), Linear(3, 1, rng=np.random.default_rng(1))])
+    original = (model, make(model.get_parameters()))
+    x, y = Tensor(np.ones((4, 2))), np.zeros((4, 1))
+    for twin, optimizer in (original, duplicate(original)):
+        for missing in (None, twin.layers[0].bias):  # every gradient (one packed update), then one missing
+            MSELoss()(twin(x), y).backward()
+            if missing is not None:
+                missing.grad = None  # parameter by parameter: the state's views must be the packed state's
+            optimizer.step()
+    for mine, theirs in zip(model.get_parameters(), twin.get_parameters()):
+        np.testing.assert_array_equal(mine.data, theirs.data)
 
 
 def test_predict_names_the_layer_input_it_expected():
