@@ -39,6 +39,11 @@ _RENDERERS = "minigrad.error_renderers"
 log = logging.getLogger(__name__)
 
 
+def counted(number: int, noun: str) -> str:
+    """``1 row``, ``2 rows``: a count in an error message, in words a reader would write."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def abort_problem(status: int, title: str | None = None, detail: str | None = None, *, type: str = "about:blank",
                   headers: dict | None = None, **extra):
     """Stop the request with a problem document: ``type``, ``title``, ``status``, ``detail`` + ``extra``.

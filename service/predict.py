@@ -10,7 +10,7 @@ from minigrad.format import finite_array
 
 from .api import Blueprint, documents_problems
 from .auth import require_token_for_predictions
-from .errors import abort_problem
+from .errors import abort_problem, counted
 from .metrics import record_prediction
 from .registry import get_registry
 from .schemas import PredictRequestSchema, PredictResponseSchema, predict_request_loads_as_is
@@ -40,8 +40,7 @@ def input_batch(inputs, width: int, dtype) -> tuple[np.ndarray, bool]:
                          f"got an array of {array.ndim} dimensions")
     if array.shape[1] != width:
         where = "inputs" if flat else "inputs[0]"
-        values = "value" if width == 1 else "values"
-        raise InputError(f"{where}: expected {width} {values} (the model's input width), got {array.shape[1]}")
+        raise InputError(f"{where}: expected {counted(width, 'value')} (the model's input width), got {array.shape[1]}")
     if array.dtype != dtype:  # float32 models: values beyond float32's range would become inf
         with np.errstate(over="ignore"):
             array = array.astype(dtype)

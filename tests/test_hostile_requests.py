@@ -211,7 +211,7 @@ CASES = [
           optimizer={"type": "sgd", "alpha": -1}),
     train("ragged-training-data", 422, "data.inputs[1]: expected 2 items",
           data={"inputs": [[0, 0], [1]], "targets": [[0], [1]]}),
-    train("targets-count", 422, "data.targets: expected 1 rows (one per input row), got 2",
+    train("targets-count", 422, "data.targets: expected 1 row (one per input row), got 2",
           data={"inputs": [[0, 0]], "targets": [[0], [1]]}),
     train("no-training-rows", 422, "data.inputs: expected a non-empty list of rows",
           data={"inputs": [], "targets": []}),

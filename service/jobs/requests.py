@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 
 from minigrad.format import finite_array
 
+from ..errors import counted
 from ..training import held_out_count
 from .settings import JobLimits
 
@@ -85,11 +86,11 @@ def _check_architecture(architecture: list[dict], limits: JobLimits) -> tuple[in
 def _pair(block: dict, path: str, n_inputs: int, n_outputs: int, loss: str, dtype) -> tuple[np.ndarray, np.ndarray]:
     inputs = _rows(block["inputs"], f"{path}.inputs", dtype, allow_flat=False)
     if inputs.shape[1] != n_inputs:
-        raise TrainingRequestError(f"{path}.inputs", f"expected rows of {n_inputs} numbers (the model's input "
-                                                     f"width), got {inputs.shape[1]}")
+        raise TrainingRequestError(f"{path}.inputs", f"expected rows of {counted(n_inputs, 'number')} (the model's "
+                                                     f"input width), got {inputs.shape[1]}")
     targets = _rows(block["targets"], f"{path}.targets", np.float64, allow_flat=True)
     if len(targets) != len(inputs):
-        raise TrainingRequestError(f"{path}.targets", f"expected {len(inputs)} rows (one per input row), "
+        raise TrainingRequestError(f"{path}.targets", f"expected {counted(len(inputs), 'row')} (one per input row), "
                                                       f"got {len(targets)}")
     if targets.ndim == 1 and loss == "cross_entropy":
         if not np.array_equal(targets, np.round(targets)) or targets.min() < 0 or targets.max() >= n_outputs:
@@ -98,8 +99,8 @@ def _pair(block: dict, path: str, n_inputs: int, n_outputs: int, loss: str, dtyp
     if targets.ndim == 1:
         targets = targets[:, np.newaxis]
     if targets.shape[1] != n_outputs:
-        raise TrainingRequestError(f"{path}.targets", f"expected rows of {n_outputs} numbers (the model's output "
-                                                      f"width), got {targets.shape[1]}")
+        raise TrainingRequestError(f"{path}.targets", f"expected rows of {counted(n_outputs, 'number')} (the "
+                                                      f"model's output width), got {targets.shape[1]}")
     if loss == "bce" and (targets.min() < 0 or targets.max() > 1):
         # Outside [0, 1] binary cross-entropy has no meaning (its loss goes negative) yet trains without a word.
         row, column = np.argwhere((targets < 0) | (targets > 1))[0]
