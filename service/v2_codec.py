@@ -335,10 +335,10 @@ def _array_from_json(data, shape: list[int], dtype: np.dtype, where: str) -> np.
 
 def _array_from_binary(body: bytes, offset: int, size, shape: list[int], dtype: np.dtype, where: str):
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise V2ProtocolError(f"{where}.parameters.binary_data_size must be a non-negative integer, got {size!r}")
+        raise V2ProtocolError(f"{where}.parameters.binary_data_size must be a non-negative integer, got {size!r:.40}")
     expected = math.prod(shape) * dtype.itemsize
     if size != expected:
-        raise V2ProtocolError(f"{where}.parameters.binary_data_size is {size} but shape {shape} needs {expected}")
+        raise V2ProtocolError(f"{where}.parameters.binary_data_size is {size!r:.40} but shape {shape} needs {expected}")
     if offset + size > len(body):
         raise V2ProtocolError(f"{where}: the request body ends {offset + size - len(body)} bytes before its data does")
     array = np.frombuffer(body, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)

@@ -241,6 +241,13 @@ def test_bad_binary_requests_are_rejected_naming_the_problem(case, expected):
     assert expected in str(error_of(*case))
 
 
+def test_a_huge_binary_data_size_is_not_echoed_whole():
+    # A JSON integer of 4,000 digits (Python reads up to 4,300) was written out whole in the error message.
+    message = str(error_of(*binary_case(size=10**3999)))
+    assert "binary_data_size is 1000000000000000000000000000000000000000 but shape [2] needs 16" in message
+    assert len(message) < 200
+
+
 def test_the_header_length_may_carry_surrounding_spaces():
     body, length = binary_case()
     np.testing.assert_array_equal(parse_infer_request(body, f" {length} ").inputs["x"], [1.0, 2.0])
