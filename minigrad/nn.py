@@ -300,18 +300,19 @@ class MSELoss(_Loss):
             # which on a small model cost more than their arithmetic.
             flat = diff.ravel()
             out = np.asarray(flat.dot(flat))  # ndarray.dot: no Python-level dispatcher, unlike np.vdot
-            parents = _loss_parents(pred, target)
-            if not _records(*parents):
+            if not _records(pred, target):
                 return _constant(out)
             one = _constants(p.dtype).one  # backward()'s default seed: d loss / d loss
+            # _loss_parents, inlined (a call on every step): a target with autograd is a parent too.
+            of_target = isinstance(target, Tensor) and target.autograd
 
             def backward(g):
                 twice = diff + diff
                 if g is not one:  # x * 1 == x: one numpy call fewer
                     twice = twice * g
-                return (twice,) if len(parents) == 1 else (twice, -twice)
+                return (twice, -twice) if of_target else (twice,)
 
-            return _node(out, "mse", parents, backward)
+            return _node(out, "mse", (pred, target) if of_target else (pred,), backward)
         return self._finish(pred, target, diff * diff, lambda: diff + diff, lambda: -(diff + diff), "mse")
 
 

@@ -137,11 +137,14 @@ def _operand(value):
     """The array behind a Tensor, or a Python/numpy scalar or array used as a constant."""
     if isinstance(value, Tensor):
         return value.data
+    cls = type(value)
+    if cls is float or cls is int:  # by exact type, before the numpy check: the usual scalar pays no isinstance
+        return value
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":
         # As a Python number: numpy's own scalars are not "weak" (NEP 50), so np.float64(2) or np.int64(2)
         # turned a float32 tensor into float64. PyTorch, too, takes them as plain numbers.
         return value.item()
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)):  # bool, and subclasses of int or float
         return value
     return _as_float_array(value)
 
@@ -325,8 +328,9 @@ class Tensor:
                     break
                 node = following
         for leaf, g in leaves.values():
-            if g.dtype != leaf.data.dtype:  # e.g. a float32 weight met float64 data: its gradient stays float32
-                g = g.astype(leaf.data.dtype)
+            dtype = leaf.data.dtype
+            if g.dtype is not dtype and g.dtype != dtype:  # a float32 weight that met float64 data: float32 still
+                g = g.astype(dtype)
             if leaf.grad is not None:
                 g = leaf.grad.data + g  # a new array, see the module docstring
             elif not g.flags.writeable:  # a broadcast view or a shared constant: copy it
@@ -436,9 +440,12 @@ class Tensor:
         return self
 
     def __pow__(self, exponent):
-        if not isinstance(exponent, numbers.Real):  # a Tensor, an array, a complex number, a string...
-            raise TypeError(f"Tensor ** x: the exponent must be a real Python or numpy scalar, got {exponent!r}")
-        exponent = _operand(exponent)  # a numpy scalar as a Python number: x32 ** np.float64(2) stays float32
+        cls = type(exponent)
+        if cls is not int and cls is not float:  # a Python number needs neither check (numbers.Real's is slow)
+            if not isinstance(exponent, numbers.Real):  # a Tensor, an array, a complex number, a string...
+                raise TypeError(f"Tensor ** x: the exponent must be a real Python or numpy scalar, got {exponent!r}")
+            if isinstance(exponent, np.generic):  # as a Python number: x32 ** np.float64(2) stays float32
+                exponent = exponent.item()
         a = self.data
         out = a**exponent
         if _records(self):
