@@ -436,7 +436,13 @@ class Tensor:
         if _grad_mode.enabled:
             raise RuntimeError("an in-place operation on a tensor with autograd=True while gradients are recorded; "
                                "update parameters inside `with no_grad():`, or write `x = x + ...` for a new tensor")
-        ufunc(self.data, _operand(other), out=self.data)
+        operand = _operand(other)
+        try:
+            ufunc(self.data, operand, out=self.data)
+        except ValueError:  # numpy's "non-broadcastable output operand", raised before it wrote anything
+            raise ValueError(f"in-place {ufunc.__name__} on a tensor of shape {list(self.data.shape)}: the other "
+                             f"operand has shape {list(np.shape(operand))}, which does not broadcast to it (the tensor "
+                             "keeps its shape; write x = x + y for a tensor of the broadcast shape)") from None
         return self
 
     def __pow__(self, exponent):

@@ -108,6 +108,16 @@ def test_in_place_arithmetic(op):
     np.testing.assert_array_equal(x.data, [1.0, 3.0])
 
 
+def test_in_place_arithmetic_keeps_the_tensor_shape():
+    w = Tensor(np.ones(3), autograd=True)
+    with no_grad():
+        w += np.full(1, 2.0)  # a smaller operand broadcasts
+        with pytest.raises(ValueError, match=r"in-place subtract on a tensor of shape \[3\]: the other operand has "
+                                             r"shape \[2, 3\], which does not broadcast to it"):
+            w -= np.ones((2, 3))  # was numpy's "non-broadcastable output operand", naming neither tensor nor operator
+    np.testing.assert_array_equal(w.data, [3.0, 3.0, 3.0])
+
+
 def test_no_grad_records_nothing_and_restores_state():
     w = Tensor(np.ones(2), autograd=True)
     with no_grad():
