@@ -39,9 +39,10 @@ class _App(Flask):
 
 class _AsciiIntegerConverter(IntegerConverter):
     """werkzeug's ``int`` (documented as such), of ASCII digits: its ``\\d+`` matches every script's digits, and
-    /models/xor/versions/١ (Arabic-Indic one) or /versions/１ (fullwidth) was version 1."""
+    /models/xor/versions/١ (Arabic-Indic one) or /versions/１ (fullwidth) was version 1. Without leading zeros
+    too, as /v2 and the dashboard read a version: /versions/01 was version 1 here and a 400 there."""
 
-    regex = r"[0-9]+"
+    regex = r"0|[1-9][0-9]*"
 
 
 def create_app(config=None) -> Flask:

@@ -110,6 +110,7 @@ def test_not_ready_when_the_model_directory_is_gone(client, model_dir):
     ("get", "/models/xor/versions/one", "not found"),
     ("get", "/models/xor/versions/%D9%A1", "not found"),  # Arabic-Indic one: it was version 1
     ("get", "/models/xor/versions/%EF%BC%91", "not found"),  # fullwidth one: likewise
+    ("get", "/models/xor/versions/01", "not found"),  # was version 1, where /v2 and the dashboard say 400
     ("get", "/no/such/page", "not found"),
     ("delete", "/models/nope", "no model named"),
 ])
