@@ -108,6 +108,17 @@ def test_in_place_arithmetic(op):
     np.testing.assert_array_equal(x.data, [1.0, 3.0])
 
 
+def test_in_place_update_of_a_parameter_keeps_its_dtype_and_takes_any_operand():
+    w = Tensor(np.array([1.0, 2.0], dtype=np.float32), autograd=True)
+    (w * w).sum().backward()
+    with no_grad():
+        w -= np.array([0.5, 0.5])  # float64: cast into the float32 values, as PyTorch does
+        w -= 0.25 * w.grad  # a Tensor
+        w += w  # the operand is the tensor itself
+    assert w.dtype == np.float32
+    np.testing.assert_array_equal(w.data, [0.0, 1.0])
+
+
 def test_in_place_arithmetic_keeps_the_tensor_shape():
     w = Tensor(np.ones(3), autograd=True)
     with no_grad():
