@@ -346,7 +346,8 @@ class BCELoss(_Loss):
             # A NaN passes every comparison: it makes a NaN loss, which fit reports as TrainingDiverged.
             if smallest < 0 or largest > 1:
                 index = tuple(int(i) for i in np.argwhere((raw < 0) | (raw > 1))[0])
-                raise NotProbabilities(f"BCELoss takes probabilities in [0, 1], but prediction{list(index)} is "
+                which = f"prediction{list(index)}" if index else "the prediction"  # a 0-d one said "prediction[]"
+                raise NotProbabilities(f"BCELoss takes probabilities in [0, 1], but {which} is "
                                        f"{float(raw[index])!r} (end the model with a Sigmoid, or train on logits "
                                        "with CrossEntropyLoss)")
             if smallest < low or largest > high:  # else no value needs clipping (a sigmoid's usually: no copy)

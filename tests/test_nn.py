@@ -203,6 +203,7 @@ def test_cross_entropy_with_labels_and_one_hot_agree():
         (lambda: BCELoss()(Tensor([[0.5], [1.7]]), [[1.0], [0.0]]),
          r"BCELoss takes probabilities in \[0, 1\], but prediction\[1, 0\] is 1.7 \(end the model with a Sigmoid"),
         (lambda: BCELoss("sum")(Tensor([-0.25, 0.0]), [1.0, 0.0]), r"but prediction\[0\] is -0.25"),
+        (lambda: BCELoss()(Tensor(1.5), 1.0), r"but the prediction is 1.5 \(end"),  # was "prediction[] is 1.5"
     ],
 )
 def test_loss_errors_say_what_is_wrong(call, message):
