@@ -40,6 +40,14 @@ class _GradMode(threading.local):
 _grad_mode = _GradMode()
 
 
+def _real_exponent(exponent):
+    """The exponent of ``Tensor ** x``: a real Python or numpy scalar, a numpy one as a Python number (so that
+    x32 ** np.float64(2) stays float32); a Tensor, an array, a complex number or a string is a TypeError."""
+    if not isinstance(exponent, numbers.Real):
+        raise TypeError(f"Tensor ** x: the exponent must be a real Python or numpy scalar, got {exponent!r}")
+    return exponent.item() if isinstance(exponent, np.generic) else exponent
+
+
 def _generator_without_recording(function):
     """``function`` (a generator function) whose body records nothing. The body runs at each ``next()``, long after
     the call returned, so each resumption is wrapped (as PyTorch's decorator does), and the caller keeps its own
@@ -412,7 +420,7 @@ class Tensor:
     def __rtruediv__(self, other):
         return _lift(other, self.data.dtype).__truediv__(self)
 
-    # In-place arithmetic. Without these, ``p -= alpha * p.grad`` (a step written by hand) fell back to
+    # In-place arithmetic (and **= below). Without these, ``p -= alpha * p.grad`` (a step written by hand) fell back to
     # ``p = p - ...``: a new tensor bound to the loop variable, while the model's parameter never changed.
     def __iadd__(self, other):
         return self._in_place(other, np.add, Tensor.__add__)
@@ -445,13 +453,13 @@ class Tensor:
                              "keeps its shape; write x = x + y for a tensor of the broadcast shape)") from None
         return self
 
+    def __ipow__(self, exponent):  # as += does: in place for a parameter inside no_grad
+        return self._in_place(_real_exponent(exponent), np.power, Tensor.__pow__)
+
     def __pow__(self, exponent):
         cls = type(exponent)
         if cls is not int and cls is not float:  # a Python number needs neither check (numbers.Real's is slow)
-            if not isinstance(exponent, numbers.Real):  # a Tensor, an array, a complex number, a string...
-                raise TypeError(f"Tensor ** x: the exponent must be a real Python or numpy scalar, got {exponent!r}")
-            if isinstance(exponent, np.generic):  # as a Python number: x32 ** np.float64(2) stays float32
-                exponent = exponent.item()
+            exponent = _real_exponent(exponent)
         a = self.data
         out = a**exponent
         if _records(self):

@@ -108,6 +108,26 @@ def test_in_place_arithmetic(op):
     np.testing.assert_array_equal(x.data, [1.0, 3.0])
 
 
+def test_in_place_power_works_as_the_other_in_place_operators():
+    # p **= 2 fell back to p = p ** 2: the loop variable was rebound and the parameter never changed.
+    w = Tensor(np.array([2.0, 4.0], dtype=np.float32), autograd=True)
+    with no_grad():
+        w_before = w
+        w **= np.float64(2)
+    assert w is w_before and w.dtype == np.float32
+    np.testing.assert_array_equal(w.data, [4.0, 16.0])
+    with pytest.raises(RuntimeError, match="in-place operation on a tensor with autograd=True"):
+        w **= 2
+    with no_grad(), pytest.raises(TypeError, match="the exponent must be a real Python or numpy scalar"):
+        w **= Tensor([2.0, 2.0])
+    np.testing.assert_array_equal(w.data, [4.0, 16.0])
+    x = Tensor([1.0, 3.0], autograd=True)
+    y = x * 1.0
+    y **= 2  # a graph node: a new node, whose gradient is 2x
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.data, [2.0, 6.0])
+
+
 def test_in_place_update_of_a_parameter_keeps_its_dtype_and_takes_any_operand():
     w = Tensor(np.array([1.0, 2.0], dtype=np.float32), autograd=True)
     (w * w).sum().backward()
