@@ -4,8 +4,9 @@
    here with apt-get when missing and we are root) against gunicorn with 2 workers on loopback:
    ``POST /predict`` (XOR, batch of 4) vs ``GET /healthz``. Targets: predict >= 0.85x the trivial
    endpoint's requests/s, and p99 <= 2x its p99. Also vs a trivial POST route that parses the same
-   body (``bench/trivial_post_app.py``), which separates HTTP POST handling from the prediction, and vs
-   a bare prediction there (parse, forward pass, rows; no checks), the most /predict could reach.
+   body (``bench/trivial_post_app.py``), which separates HTTP POST handling from the prediction, vs
+   a bare prediction there (parse, forward pass, rows; no checks), and vs the XOR model's numpy
+   operations written inline in a view (no loop over layers), the floor of any JSON prediction here.
 2. A large batch end to end: ``POST /predict`` of 1,000 rows x 784 features to a 784-128-10 model,
    against ``json.loads`` of the same body + the forward pass + ``json.dumps`` of the outputs in one
    process. Target <= 2x.
@@ -127,6 +128,7 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
     targets = {"GET /healthz (trivial)": (server.url + "/healthz", None),
                "POST /bench/echo (trivial POST)": (server.url + "/bench/echo", script),
                "POST /bench/bare-predict (no checks)": (server.url + "/bench/bare-predict", script),
+               "POST /bench/inline-xor (numpy only)": (server.url + "/bench/inline-xor", script),
                "POST /predict (XOR, batch 4)": (server.url + "/predict", script)}
     runs = {name: [] for name in targets}
     for url, lua in targets.values():  # warm up every worker's cache and code paths
@@ -172,6 +174,12 @@ def load_test(wrk: str, server: GunicornServer, directory: Path) -> None:
           f"{ratio(bare, trivial, 'rps')}, worker CPU per request {ratio(bare, trivial, 'cpu', inverse=True)} -- the "
           f"most /predict could reach; predict / bare: throughput {ratio(predict, bare, 'rps')}, worker CPU "
           f"{ratio(predict, bare, 'cpu', inverse=True)} -- what the service's checks, registry and metrics cost")
+    inline = "POST /bench/inline-xor (numpy only)"
+    print(f"  inline XOR (the body read from the stream, the model's nine numpy operations written out, the rows) / "
+          f"trivial: throughput {ratio(inline, trivial, 'rps')}, worker CPU per request "
+          f"{ratio(inline, trivial, 'cpu', inverse=True)} -- the floor of a JSON prediction of this model here; "
+          f"predict / inline: throughput {ratio(predict, inline, 'rps')}, worker CPU "
+          f"{ratio(predict, inline, 'cpu', inverse=True)}")
 
 
 def large_batch(server: GunicornServer, model: Sequential, rounds: int = 7) -> None:

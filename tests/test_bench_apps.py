@@ -26,5 +26,12 @@ def test_the_bare_prediction_answers_the_bytes_predict_answers(bench_client, nam
     assert bare.data == served.data
 
 
+def test_the_inline_xor_route_answers_the_bytes_predict_answers(bench_client):
+    body = {"model": "xor", "inputs": [[0, 0], [0, 1], [1, 0], [1, 1], [0.25, -3.5]]}
+    inline, served = bench_client.post("/bench/inline-xor", json=body), bench_client.post("/predict", json=body)
+    assert (inline.status_code, served.status_code) == (200, 200)
+    assert inline.data == served.data
+
+
 def test_the_echo_route_parses_the_body(bench_client):
     assert bench_client.post("/bench/echo", json={"a": 1, "b": 2}).get_json() == {"keys": 2}
