@@ -13,7 +13,6 @@ Every defect raises ``ModelFormatError`` naming where it is, e.g.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
@@ -713,12 +712,18 @@ def save(model, path_or_file) -> None:
         return
     path = os.fspath(path_or_file)
     try:
-        fd, tmp = _new_temporary_file(os.path.dirname(path) or ".")
+        kept_mode = os.stat(path).st_mode & 0o777  # a model file replaced keeps its mode
+    except FileNotFoundError:
+        kept_mode = None
+    try:
+        # Never more open than the file it replaces, not even until the chmod below: a reader that opened the
+        # temporary file in between would read the model once written.
+        fd, tmp = _new_temporary_file(os.path.dirname(path) or ".", 0o666 if kept_mode is None else kept_mode)
     except OSError as exc:  # it named the random temporary file, not the path the caller gave
         raise type(exc)(exc.errno, exc.strerror, path) from None
     try:
-        with contextlib.suppress(FileNotFoundError):  # a model file replaced keeps its mode
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        if kept_mode is not None:  # the umask may have taken bits the file had
+            os.chmod(tmp, kept_mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -729,13 +734,20 @@ def save(model, path_or_file) -> None:
         raise
 
 
-def _new_temporary_file(directory: str) -> tuple[int, str]:
-    """A new file in ``directory``, open for writing, with the mode ``open()`` would give it (0666 less the
-    umask: 0644 usually). ``tempfile.mkstemp`` would make it 0600 whatever the umask."""
+# As tempfile.mkstemp opens its files: not inherited by child processes (O_CLOEXEC here, O_NOINHERIT on
+# Windows), and binary on Windows, where a text-mode descriptor would turn the "\r\n" that fdopen's text layer
+# writes into "\r\r\n".
+_TEMPORARY_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOINHERIT", 0)
+                    | getattr(os, "O_BINARY", 0))
+
+
+def _new_temporary_file(directory: str, mode: int) -> tuple[int, str]:
+    """A new file in ``directory``, open for writing, created with ``mode`` less the umask (0666: the mode
+    ``open()`` would give it). ``tempfile.mkstemp`` would make it 0600 whatever the umask."""
     for _ in range(100):
         tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.json")
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+            return os.open(tmp, _TEMPORARY_FLAGS, mode), tmp
         except FileExistsError:  # another writer's: try another name
             continue
     raise FileExistsError(errno.EEXIST, "no free temporary name", directory)

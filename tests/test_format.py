@@ -183,6 +183,29 @@ def test_saved_file_is_readable_by_others_and_keeps_its_mode(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "private.json"]  # no temporary file left
 
 
+def test_a_private_model_file_replaced_is_never_readable_by_others_on_the_way(tmp_path, monkeypatch):
+    # The temporary file was created 0644 (the umask's mode) and narrowed to the old file's 0600 only after:
+    # another user who opened it in between could read the model once written.
+    (tmp_path / "private.json").write_text("{}")
+    (tmp_path / "private.json").chmod(0o600)
+    created_modes, real_open = [], os.open
+
+    def open_and_note_the_mode(path, flags, mode=0o777, **kwargs):
+        fd = real_open(path, flags, mode, **kwargs)
+        created_modes.append(os.fstat(fd).st_mode & 0o777)
+        return fd
+
+    monkeypatch.setattr(os, "open", open_and_note_the_mode)
+    previous = os.umask(0o022)
+    try:
+        minigrad.save(small_model(), tmp_path / "private.json")
+    finally:
+        os.umask(previous)
+    assert created_modes == [0o600]
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+    assert minigrad.load(tmp_path / "private.json").layers[0].in_features == small_model().layers[0].in_features
+
+
 def test_several_defects_are_all_reported():
     document = valid_document()
     document["dtype"] = "int8"
