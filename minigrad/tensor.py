@@ -65,7 +65,8 @@ def _generator_without_recording(function):
             try:
                 value, resume = (yield item), generator.send
             except GeneratorExit:
-                generator.close()
+                with no_grad():  # the body's finally and except clauses run here, and record nothing either
+                    generator.close()
                 raise
             except BaseException as error:  # thrown in by the caller: into the body, where it belongs
                 value, resume = error, generator.throw

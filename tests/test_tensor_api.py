@@ -209,6 +209,30 @@ def test_no_grad_on_a_generator_records_nothing_in_its_body_and_leaves_the_calle
     assert is_grad_enabled()
 
 
+def test_no_grad_on_a_generator_records_nothing_in_its_cleanup_or_its_handlers():
+    # close() ran the body's finally clause recording: a tensor built there joined the caller's graph.
+    w = Tensor([1.0, 2.0], autograd=True)
+    built = {}
+
+    @no_grad
+    def items():
+        try:
+            while True:
+                try:
+                    yield w * 2
+                except KeyError:  # a thrown exception the body catches: it goes on, still not recording
+                    built["handler"] = w * 3
+        finally:
+            built["cleanup"] = w * 4
+
+    generator = items()
+    next(generator)
+    assert not generator.throw(KeyError("skip")).autograd
+    generator.close()
+    assert is_grad_enabled()
+    assert not built["handler"].autograd and not built["cleanup"].autograd
+
+
 def test_tensors_without_autograd_record_nothing():
     a, b = Tensor([1.0, 2.0]), Tensor([3.0, 4.0])
     c = (a * b + a).tanh()
