@@ -36,7 +36,7 @@ def input_batch(inputs, width: int, dtype) -> tuple[np.ndarray, bool]:
     if flat:
         array = array[np.newaxis, :]
     if array.ndim != 2:
-        raise InputError(f"inputs: expected a list of rows (or one row) of {width} numbers, "
+        raise InputError(f"inputs: expected a list of rows (or one row) of {counted(width, 'number')}, "
                          f"got an array of {array.ndim} dimensions")
     if array.shape[1] != width:
         where = "inputs" if flat else "inputs[0]"

@@ -74,6 +74,10 @@ def test_a_one_input_model_asks_for_one_value(client, model_dir):
     response = client.post("/predict", json={"model": "one", "inputs": [[1, 2]]})
     assert response.status_code == 422
     assert response.get_json()["detail"] == "inputs[0]: expected 1 value (the model's input width), got 2"
+    # the depth message too: it said "rows of 1 numbers"
+    response = client.post("/predict", json={"model": "one", "inputs": [[[1]]]})
+    assert response.get_json()["detail"] == ("inputs: expected a list of rows (or one row) of 1 number, got an array "
+                                             "of 3 dimensions")
 
 
 def test_large_integers_are_numbers_too(client):
