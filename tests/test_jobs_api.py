@@ -568,10 +568,21 @@ def test_bce_on_a_stored_model_that_does_not_end_in_probabilities_is_refused(cli
     problem = client.post("/train", json=body).get_json()
     assert problem["status"] == 422
     assert problem["errors"]["json"]["loss"] == ["the bce loss takes probabilities, but model 'linear' version 1 ends "
-                                                 "with Linear, whose outputs can leave [0, 1]; end with Sigmoid, or "
-                                                 "use the mse loss"]
+                                                 "with Linear, whose outputs can leave [0, 1]; end with Sigmoid (or "
+                                                 "Softmax), or use the mse loss"]
     body["model"] = "logistic"
     assert client.post("/train", json=body).status_code == 202
+
+
+@pytest.mark.parametrize("tail", [["Sigmoid", "Relu"], ["Softmax", "Tanh"], ["Relu", "Tanh"], ["Tanh", "Relu"]])
+def test_bce_takes_every_architecture_whose_outputs_stay_in_0_and_1(client, tail):
+    # Not only a Sigmoid or Softmax last: these end elsewhere, yet BCELoss never meets a value outside [0, 1]
+    # (Relu of [0, 1], Tanh of what is not negative, Relu of [-1, 1]); they were refused.
+    architecture = [*XOR_ARCHITECTURE[:3], *({"type": kind} for kind in tail)]
+    model = Sequential([Linear(3, 1, rng=np.random.default_rng(0)), *(getattr(minigrad, kind)() for kind in tail)])
+    outputs = model.predict(np.random.default_rng(0).normal(scale=50, size=(1000, 3)))
+    assert outputs.min() >= 0 and outputs.max() <= 1
+    assert client.post("/train", json=xor_request(loss="bce", architecture=architecture, epochs=1)).status_code == 202
 
 
 def test_a_save_as_whose_place_a_hand_placed_file_holds_is_a_409_before_training(app, client, tmp_path):

@@ -109,22 +109,35 @@ def _pair(block: dict, path: str, n_inputs: int, n_outputs: int, loss: str, dtyp
     return inputs, targets.astype(dtype)
 
 
-# The layers whose outputs are always in [0, 1], as binary cross-entropy needs.
-_PROBABILITY_LAYERS = ("Sigmoid", "Softmax")
+# What bounds a layer's outputs, from what bounds its inputs: (never below 0, never above 1). Binary
+# cross-entropy needs both at the end, which Sigmoid and Softmax give, but so do Relu after one of them,
+# Tanh after Relu, Sigmoid or Softmax, and Relu after Tanh: the engine trains those without a complaint.
+_BOUNDS_AFTER = {
+    "Linear": lambda at_least_0, at_most_1: (False, False),
+    "Sigmoid": lambda at_least_0, at_most_1: (True, True),
+    "Softmax": lambda at_least_0, at_most_1: (True, True),
+    "Tanh": lambda at_least_0, at_most_1: (at_least_0, True),  # in [-1, 1]; not negative from inputs that are not
+    "Relu": lambda at_least_0, at_most_1: (True, at_most_1),  # not negative; at most 1 from inputs that are
+}
 
 
 def _check_ends_in_probabilities(architecture: list[dict] | None, loaded) -> None:
-    """The bce loss needs predictions in [0, 1]: minigrad's BCELoss refuses others, so a model without a Sigmoid
-    (or Softmax) last would be queued only to fail once its outputs leave that range, perhaps hours in."""
+    """The bce loss needs predictions in [0, 1]: minigrad's BCELoss refuses others, so a model whose outputs can
+    leave that range would be queued only to fail once they do, perhaps hours in."""
     if architecture is not None:
-        last, field = architecture[-1]["type"], f"architecture.{len(architecture) - 1}.type"
+        types, field = [layer["type"] for layer in architecture], f"architecture.{len(architecture) - 1}.type"
         where = "the architecture ends"
     else:
-        last, field = type(loaded.model.layers[-1]).__name__, "loss"
+        types, field = [type(layer).__name__ for layer in loaded.model.layers], "loss"
         where = f"model {loaded.name!r} version {loaded.version} ends"
-    if last not in _PROBABILITY_LAYERS:
-        raise TrainingRequestError(field, f"the bce loss takes probabilities, but {where} with {last}, whose outputs "
-                                          "can leave [0, 1]; end with Sigmoid, or use the mse loss")
+    at_least_0 = at_most_1 = False
+    for kind in types:
+        # A layer type added later and not listed here is taken as bounding nothing, as Linear.
+        at_least_0, at_most_1 = _BOUNDS_AFTER.get(kind, _BOUNDS_AFTER["Linear"])(at_least_0, at_most_1)
+    if not (at_least_0 and at_most_1):
+        raise TrainingRequestError(field, f"the bce loss takes probabilities, but {where} with {types[-1]}, whose "
+                                          "outputs can leave [0, 1]; end with Sigmoid (or Softmax), or use the mse "
+                                          "loss")
 
 
 def _check_sizes(inputs: np.ndarray, epochs: int, limits: JobLimits) -> None:
