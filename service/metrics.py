@@ -207,15 +207,26 @@ def _exposition() -> bytes:
 
 
 def metrics_view():
-    directory = os.environ.get(MULTIPROC_ENV)
-    if directory and not os.path.isdir(directory):
-        # Removed under a running server (by hand, or by a cleaner of old files): every worker's counts went
-        # with it, and prometheus_client would raise a 500. A restart makes a new directory.
-        log.error("metrics: the multiprocess directory %s no longer exists; restart the service", directory)
-        abort_problem(503, "Metrics unavailable", f"The metrics directory ({MULTIPROC_ENV}) no longer exists, so the "
-                      "counts are lost; restart the service to count again.",
-                      type="urn:minigrad:problem:metrics-unavailable")
-    return Response(_exposition(), content_type=CONTENT_TYPE)
+    try:
+        return Response(_exposition(), content_type=CONTENT_TYPE)
+    except (ValueError, FileNotFoundError) as error:
+        # The directory, or a file prometheus_client had just listed in it, was removed under the running
+        # server (by hand, or by a cleaner of old files): counts went with it. Asked after the failure, not
+        # before the scrape: a removal during the scrape was a 500 all the same.
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory or not _removed_from(directory, error):
+            raise
+    log.error("metrics: the multiprocess directory %s or a file in it was removed; restart the service", directory)
+    abort_problem(503, "Metrics unavailable", f"The metrics directory ({MULTIPROC_ENV}) or a file in it was removed, "
+                  "so counts are lost; restart the service to count again.",
+                  type="urn:minigrad:problem:metrics-unavailable")
+
+
+def _removed_from(directory: str, error: Exception) -> bool:
+    """Whether ``error`` (from the multiprocess collector) says ``directory`` or one of its files is gone."""
+    if isinstance(error, FileNotFoundError):
+        return error.filename is not None and Path(os.fsdecode(error.filename)).parent == Path(directory)
+    return not os.path.isdir(directory)  # MultiProcessCollector's ValueError: "... not a directory"
 
 
 def init_app(app: Flask) -> None:

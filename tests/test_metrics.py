@@ -222,3 +222,15 @@ def test_a_vanished_metrics_directory_is_a_503_problem_not_a_500(client, tmp_pat
     assert response.mimetype == "application/problem+json"
     assert response.get_json()["type"] == "urn:minigrad:problem:metrics-unavailable"
     assert "restart the service" in response.get_json()["detail"]
+
+
+def test_a_metric_file_removed_during_a_scrape_is_a_503_problem_not_a_500(client, tmp_path, monkeypatch):
+    # A file listed by the collector and gone when it opened it (rm -r of the directory, a cleaner of old files,
+    # during the scrape): as a dangling link, which is listed and cannot be opened.
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_99999.db").symlink_to(directory / "removed")
+    monkeypatch.setenv(MULTIPROC_ENV, str(directory))
+    response = client.get("/metrics")
+    assert response.status_code == 503
+    assert response.get_json()["type"] == "urn:minigrad:problem:metrics-unavailable"
