@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .errors import counted
+
 # The loss chart's drawing area inside its viewBox, in SVG user units.
 CHART_WIDTH, CHART_HEIGHT = 560, 180
 CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM = 56, 12, 10, 24
@@ -134,13 +136,9 @@ class Diagram:
     box_height: float = BOX_HEIGHT
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
 def architecture_diagram(layers: list[dict], inputs: int, outputs: int) -> Diagram:
     """Input, each layer of a model document, output: boxes joined by arrows."""
-    entries = [("io", "input", _count(inputs, "feature"))]
+    entries = [("io", "input", counted(inputs, "feature"))]
     for layer in layers:
         if "in_features" in layer and "out_features" in layer:
             parameters = layer["in_features"] * layer["out_features"] + layer["out_features"]
@@ -148,7 +146,7 @@ def architecture_diagram(layers: list[dict], inputs: int, outputs: int) -> Diagr
             entries.append(("linear", layer["type"], detail))
         else:
             entries.append(("activation", layer["type"], "elementwise"))
-    entries.append(("io", "output", _count(outputs, "value")))
+    entries.append(("io", "output", counted(outputs, "value")))
     y = DIAGRAM_MARGIN
     boxes = [DiagramBox(DIAGRAM_MARGIN + i * (BOX_WIDTH + BOX_GAP), y, kind, title, detail)
              for i, (kind, title, detail) in enumerate(entries)]

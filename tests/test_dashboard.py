@@ -12,6 +12,8 @@ from html.parser import HTMLParser
 import pytest
 from conftest import SHIPPED_MODELS, TOKEN, service_config
 
+import minigrad
+from minigrad import Linear, Sequential
 from service import create_app
 from service.dashboard import byte_size, duration
 from service.dashboard_charts import (
@@ -125,6 +127,13 @@ def test_model_page_draws_the_architecture_and_offers_a_prediction_form(client):
     (form,) = parsed.find(id="predict-form")
     assert (form["data-model"], form["data-version"], form["data-url"]) == ("xor", "1", "/predict")
     assert "[[0, 0]]" in html  # an example row of the model's input width
+
+
+def test_a_one_input_model_is_described_in_the_singular(client, model_dir):
+    minigrad.save(Sequential([Linear(1, 1)]), model_dir / "one.json")
+    html, _ = page(client, "/ui/models/one")
+    assert "rows of 1 number<" in html and "1 feature" in html and "1 value" in html
+    assert "1 numbers" not in html and "1 features" not in html and "1 values" not in html
 
 
 def test_model_page_shows_the_chosen_version(app, client):
