@@ -729,8 +729,10 @@ def save(model, path_or_file) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename != path:  # a full disk names no file, os.replace the temporary
+            raise type(exc)(exc.errno, exc.strerror, path) from None
         raise
 
 

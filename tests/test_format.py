@@ -1,5 +1,6 @@
 """The model document: exact round trips, hand-written documents, and what happens to bad ones."""
 
+import errno
 import io
 import json
 import os
@@ -204,6 +205,21 @@ def test_a_private_model_file_replaced_is_never_readable_by_others_on_the_way(tm
     assert created_modes == [0o600]
     assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
     assert minigrad.load(tmp_path / "private.json").layers[0].in_features == small_model().layers[0].in_features
+
+
+def test_a_full_disk_is_reported_naming_the_model_file_and_leaves_nothing(tmp_path, monkeypatch):
+    target = tmp_path / "model.json"
+    target.write_text("previous version")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as caught:
+        minigrad.save(small_model(), target)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)  # it named no file at all
+    assert target.read_text() == "previous version"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.json"]
 
 
 def test_several_defects_are_all_reported():
