@@ -16,6 +16,7 @@ from jobs_support import (
     REPO,
     XOR_ARCHITECTURE,
     XOR_INPUTS,
+    XOR_TARGETS,
     consumer_thread,
     job_env,
     slow_request,
@@ -615,6 +616,12 @@ LIMITS = [
     ("MINIGRAD_TRAIN_MAX_SAMPLE_EPOCHS", 399, xor_request(epochs=100), "epochs", "at most 399 sample-epochs"),
     ("MINIGRAD_TRAIN_MAX_LAYER_SIZE", 2, xor_request(), "architecture", "at most 2"),
     ("MINIGRAD_TRAIN_MAX_LAYERS", 3, xor_request(), "architecture", "at most 3 layers"),
+    # The validation rows travel in the same queue message: they were held to the samples limit only (its
+    # message naming no setting), so 4 rows of data came with any number of validation values.
+    ("MINIGRAD_TRAIN_MAX_SAMPLES", 4, xor_request(validation={"inputs": XOR_INPUTS * 2, "targets": XOR_TARGETS * 2}),
+     "validation", "at most 4 samples"),
+    ("MINIGRAD_TRAIN_MAX_VALUES", 8, xor_request(validation={"inputs": XOR_INPUTS + [[0, 0]], "targets": XOR_TARGETS
+                                                             + [[0]]}), "validation", "at most 8 values"),
 ]
 
 

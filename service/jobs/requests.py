@@ -140,15 +140,24 @@ def _check_ends_in_probabilities(architecture: list[dict] | None, loaded) -> Non
                                           "loss")
 
 
-def _check_sizes(inputs: np.ndarray, epochs: int, limits: JobLimits) -> None:
+def _check_sizes(inputs: np.ndarray, path: str, limits: JobLimits) -> None:
+    """The limits on one block of rows (``data`` or ``validation``): each is held in the queue message."""
     samples, features = inputs.shape
-    checks = (
-        ("data.inputs", samples, limits.max_samples, "samples (rows)", "MAX_SAMPLES"),
-        ("data.inputs", features, limits.max_features, "features (columns)", "MAX_FEATURES"),
-        ("data.inputs", samples * features, limits.max_values, "values (rows x columns)", "MAX_VALUES"),
+    _check_limits(
+        (f"{path}.inputs", samples, limits.max_samples, "samples (rows)", "MAX_SAMPLES"),
+        (f"{path}.inputs", features, limits.max_features, "features (columns)", "MAX_FEATURES"),
+        (f"{path}.inputs", samples * features, limits.max_values, "values (rows x columns)", "MAX_VALUES"),
+    )
+
+
+def _check_epochs(samples: int, epochs: int, limits: JobLimits) -> None:
+    _check_limits(
         ("epochs", epochs, limits.max_epochs, "epochs", "MAX_EPOCHS"),
         ("epochs", epochs * samples, limits.max_sample_epochs, "sample-epochs (epochs x rows)", "MAX_SAMPLE_EPOCHS"),
     )
+
+
+def _check_limits(*checks) -> None:
     for path, value, limit, what, name in checks:
         if value > limit:
             raise TrainingRequestError(path, f"at most {limit} {what} per job (MINIGRAD_TRAIN_{name}), got {value}")
@@ -171,12 +180,12 @@ def prepare_training(body: dict, limits: JobLimits, registry) -> tuple[dict, dic
         registry.check_storable(body["save_as"])  # ModelNameTaken: 409
     loss = body["loss"]
     inputs, targets = _pair(body["data"], "data", n_inputs, n_outputs, loss, dtype)
-    _check_sizes(inputs, body["epochs"], limits)
+    _check_sizes(inputs, "data", limits)
+    _check_epochs(len(inputs), body["epochs"], limits)
     validation = None
     if "validation" in body:
         validation = _pair(body["validation"], "validation", n_inputs, n_outputs, loss, dtype)
-        if len(validation[0]) > limits.max_samples:
-            raise TrainingRequestError("validation.inputs", f"at most {limits.max_samples} samples (rows)")
+        _check_sizes(validation[0], "validation", limits)
     # The count the job will hold out (at least one row): rounding alone let a split of one row through.
     if body.get("validation_split") and held_out_count(len(inputs), body["validation_split"]) >= len(inputs):
         raise TrainingRequestError("validation_split", f"leaves no training rows out of {len(inputs)}")
