@@ -40,7 +40,8 @@ def parse_args(argv=None):
                         help="jobs run at the same time by this consumer (default: $MINIGRAD_WORKERS or 1)")
     parser.add_argument("-k", "--worker-type", choices=WORKER_TYPES, default="thread",
                         help="Huey worker model; 'process' trains several jobs on several cores (default: thread)")
-    parser.add_argument("--nice", type=int, default=int(os.environ.get("MINIGRAD_WORKER_NICE", "10")),
+    # A string default, so a bad $MINIGRAD_WORKER_NICE is a usage error, not a traceback at start.
+    parser.add_argument("--nice", type=int, default=os.environ.get("MINIGRAD_WORKER_NICE") or "10",
                         help="CPU niceness added to this process, so predictions on the same machine come "
                              "first (default: $MINIGRAD_WORKER_NICE or 10)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every task, not only warnings")

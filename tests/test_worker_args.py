@@ -21,3 +21,15 @@ def test_the_environment_default_is_checked_like_the_option(monkeypatch, capsys)
     monkeypatch.setenv("MINIGRAD_WORKERS", "3")
     assert parse_args([]).workers == 3
     assert parse_args(["-w", "2"]).workers == 2
+
+
+def test_a_bad_niceness_in_the_environment_is_a_usage_error(monkeypatch, capsys):
+    # int() of the variable ran while the parser was built: a ValueError traceback, the option not named.
+    monkeypatch.setenv("MINIGRAD_WORKER_NICE", "high")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([])
+    assert exit_info.value.code == 2 and "argument --nice: invalid int value: 'high'" in capsys.readouterr().err
+    monkeypatch.setenv("MINIGRAD_WORKER_NICE", "")  # set but empty: the default, as the other variables
+    assert parse_args([]).nice == 10
+    monkeypatch.setenv("MINIGRAD_WORKER_NICE", "5")
+    assert parse_args([]).nice == 5 and parse_args(["--nice", "0"]).nice == 0
