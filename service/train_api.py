@@ -105,6 +105,7 @@ def submit_training(body, wait=None):
     except TrainingRequestError as error:
         abort_problem(422, "Invalid training request", str(error), type="urn:minigrad:problem:invalid-training",
                       errors={"json": error.messages})
+    housekeeping_on_read()  # a dead consumer's jobs, once lost, no longer hold active-jobs slots
     record = backend.submit(summary, payload, body["epochs"])
     if record is None:
         limit = backend.settings.limits.max_active_jobs
@@ -153,6 +154,7 @@ def show_job(job_id):
 @blp.alt_problem(409, "The job has not succeeded (yet)")
 def job_model(job_id):
     """The trained model document the job handed back (also registered when it had ``save_as``)."""
+    housekeeping_on_read()  # so the 409 of a job whose consumer died says lost, not running
     record = _job_or_404(job_id)
     if record["status"] != SUCCEEDED:
         abort_problem(409, "No trained model", f"Job {job_id} is {record['status']}; a model is handed back "
@@ -174,6 +176,7 @@ def job_model(job_id):
 def cancel_job(job_id):
     """Cancel a job: a queued one at once, a running one at the end of its current epoch."""
     store = get_job_backend().store
+    housekeeping_on_read()  # a job whose consumer died is lost: a 409, not a 202 promising a stop
     _job_or_404(job_id)
     record = store.update(job_id, expect={QUEUED}, status=CANCELLED, cancel_requested=True,
                           finished_at=time.time())

@@ -449,6 +449,22 @@ def test_a_running_job_without_heartbeat_is_reported_lost_when_read(tmp_path):
     assert client.get("/jobs").get_json()["jobs"][0]["status"] == "lost"
 
 
+@pytest.mark.parametrize("method, path, status, said", [
+    ("DELETE", "/jobs/{id}", 409, "lost"),  # was a 202 promising a stop at the end of an epoch that never came
+    ("GET", "/jobs/{id}/model", 409, "lost"),  # was a 409 saying the job is running
+    ("POST", "/train", 202, None),  # was a 429: the dead job held the only active-jobs slot until a read
+])
+def test_a_job_whose_consumer_died_is_lost_to_every_request(tmp_path, method, path, status, said):
+    app = make_app(tmp_path, MINIGRAD_HEARTBEAT_TIMEOUT=5, MINIGRAD_TRAIN_MAX_ACTIVE_JOBS=1)
+    client = app.test_client()
+    job = client.post("/train", json=xor_request()).get_json()
+    backend_of(app).store.update(job["id"], status=RUNNING, heartbeat_at=time.time() - 6, worker="gone:123")
+    response = client.open(path.format(id=job["id"]), method=method, json=xor_request() if method == "POST" else None)
+    assert response.status_code == status
+    assert said is None or response.get_json()["status_of_job"] == said
+    assert client.get(f"/jobs/{job['id']}").get_json()["status"] == "lost"
+
+
 # ---------------------------------------------------------------------------------------------- reading
 
 

@@ -40,8 +40,8 @@ def get_job_backend() -> JobBackend:
 
 
 def housekeeping_on_read() -> None:
-    """Reap stale jobs before answering a read, so a job whose consumer died shows as lost even when
-    no consumer is left to run the periodic reaper."""
+    """Reap stale jobs before answering a request about jobs, so a job whose consumer died shows as lost
+    (and is treated as finished) even when no consumer is left to run the periodic reaper."""
     backend = get_job_backend()
     now = time.time()
     if now - backend.last_purge >= PURGE_EVERY_SECONDS:

@@ -3,7 +3,7 @@
 Huey delivers a task at most once: if the consumer running it is SIGKILLed (or its machine dies),
 nothing ever retries or reports it. A running job therefore renews a heartbeat, and
 ``reap_stale_jobs`` marks it ``lost`` once that heartbeat is older than the timeout. It runs
-periodically in every consumer and, lazily, whenever the API reads jobs, so a lost job is reported
+periodically in every consumer and, lazily, whenever the API reads, cancels or submits jobs, so a lost job is reported
 even when no consumer is left alive.
 
 A consumer can also die after taking a task from the queue but before claiming its job (queued ->
