@@ -339,6 +339,20 @@ def test_a_job_interrupted_by_a_consumer_shutdown_goes_back_to_the_queue(app, cl
         assert finished(client, job["id"])["status"] == "succeeded"
 
 
+def test_a_running_job_with_a_cancel_requested_is_cancelled_by_a_consumer_shutdown(app, client):
+    # It was put back in the queue, cancel_requested and all: listed as queued, holding an active-jobs
+    # slot, until a consumer came back to claim it and only then found the cancel the client got a 202 for.
+    backend = backend_of(app)
+    job = client.post("/train", json=xor_request()).get_json()
+    task = backend.huey.dequeue()
+    backend.store.update(job["id"], status=RUNNING, started_at=time.time(), heartbeat_at=time.time())
+    assert client.delete(f"/jobs/{job['id']}").status_code == 202
+    backend.huey._emit(huey_signals.SIGNAL_INTERRUPTED, task)
+    cancelled = client.get(f"/jobs/{job['id']}").get_json()
+    assert cancelled["status"] == "cancelled" and cancelled["timings"]["finished_at"] is not None
+    assert backend.huey.pending_count() == 0 and backend.store.count_active() == 0
+
+
 def test_a_job_stopped_between_dequeue_and_claim_goes_back_to_the_queue(app, client):
     # SIGTERM after a consumer took the task but before it claimed the job: only running jobs were put
     # back, so this one stayed queued with no task, to be reaped as lost a heartbeat timeout later.

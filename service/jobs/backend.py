@@ -16,7 +16,7 @@ from huey import RedisHuey, SqliteHuey
 from huey import signals as huey_signals
 
 from .settings import JobSettings
-from .store import QUEUED, RUNNING, SUCCEEDED, RedisJobStore, SqliteJobStore, new_record
+from .store import CANCELLED, QUEUED, RUNNING, SUCCEEDED, RedisJobStore, SqliteJobStore, new_record
 
 TRAIN_TASK = "train"
 
@@ -124,6 +124,11 @@ class JobBackend:
         # The consumer was stopped (SIGTERM, Ctrl-C twice) while this job ran: put it back in the queue
         # so the next consumer runs it from the start, instead of leaving it to the reaper as lost.
         if task.name != TRAIN_TASK:
+            return
+        # A running job whose cancel was requested (the client got a 202) ends cancelled, not queued again
+        # to wait for the next consumer, which would only then find the cancel.
+        if self.store.update(task.id, expect=lambda r: r["status"] == RUNNING and r["cancel_requested"],
+                             status=CANCELLED, finished_at=time.time()) is not None:
             return
         reset = {"status": QUEUED, "started_at": None, "heartbeat_at": None, "worker": None, "epoch": 0,
                  "attempt": None, "result": None}
