@@ -664,6 +664,21 @@ def test_limits_are_422s_that_name_the_field_and_the_setting(tmp_path, setting, 
     assert field in problem["errors"]["json"] and words in problem["detail"] and setting in problem["detail"]
 
 
+@pytest.mark.parametrize("setting, value, words", [
+    ("MINIGRAD_TRAIN_MAX_LAYERS", 3, "at most 3 layers in model 'xor' version 1"),
+    ("MINIGRAD_TRAIN_MAX_LAYER_SIZE", 2, "at most 2 features per layer in model 'xor' version 1"),
+])
+def test_a_registered_model_to_fine_tune_is_held_to_the_architecture_limits(tmp_path, setting, value, words):
+    # Only an architecture was checked: fine-tuning a registered model of any depth and width was queued.
+    app = make_app(tmp_path, **{setting: value})
+    register_xor(app)  # 4 layers, 3 features at the widest
+    body = {"model": "xor", "data": {"inputs": XOR_INPUTS, "targets": XOR_TARGETS}}
+    response = app.test_client().post("/train", json=body)
+    assert response.status_code == 422
+    problem = response.get_json()
+    assert "model" in problem["errors"]["json"] and words in problem["detail"] and setting in problem["detail"]
+
+
 def test_too_many_active_jobs_is_a_429(tmp_path):
     client = make_app(tmp_path, MINIGRAD_TRAIN_MAX_ACTIVE_JOBS=2).test_client()
     assert [client.post("/train", json=xor_request()).status_code for _ in range(2)] == [202, 202]

@@ -12,6 +12,7 @@ import secrets
 import numpy as np
 from marshmallow import ValidationError
 
+from minigrad import Linear
 from minigrad.format import finite_array
 
 from ..errors import counted
@@ -81,6 +82,18 @@ def _check_architecture(architecture: list[dict], limits: JobLimits) -> tuple[in
             raise TrainingRequestError(f"architecture.{i}.in_features", f"expected {previous['out_features']} "
                                        f"(the previous Linear's out_features), got {layer['in_features']}")
     return linears[0][1]["in_features"], linears[-1][1]["out_features"]
+
+
+def _check_base_model(loaded, limits: JobLimits) -> None:
+    """A registered model to fine-tune is held to the architecture's limits: they bound a job's compute."""
+    where = f"model {loaded.name!r} version {loaded.version}"
+    layers = loaded.model.layers
+    widest = max((max(layer.in_features, layer.out_features) for layer in layers if isinstance(layer, Linear)),
+                 default=0)
+    _check_limits(
+        ("model", len(layers), limits.max_layers, f"layers in {where}", "MAX_LAYERS"),
+        ("model", widest, limits.max_layer_size, f"features per layer in {where}", "MAX_LAYER_SIZE"),
+    )
 
 
 def _pair(block: dict, path: str, n_inputs: int, n_outputs: int, loss: str, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +186,7 @@ def prepare_training(body: dict, limits: JobLimits, registry) -> tuple[dict, dic
         loaded = registry.get(body["model"], body.get("version"))  # ModelNotFound / VersionNotFound: 404
         n_inputs, n_outputs, dtype = loaded.n_inputs, loaded.n_outputs, loaded.dtype
         base = {"name": loaded.name, "version": loaded.version}
+        _check_base_model(loaded, limits)
 
     if body["loss"] == "bce":
         _check_ends_in_probabilities(body.get("architecture"), None if base is None else loaded)
