@@ -96,7 +96,9 @@ def _wait_until_finished(job_id: str, seconds: float) -> dict:
 @blp.response(202, JobSchema, description="Accepted: the job is queued (or still running after ?wait=)")
 @blp.alt_response(200, schema=JobSchema, description="With ?wait=: the job finished within the wait")
 @blp.alt_problem(429, "Too many jobs queued or running")
-@documents_problems(409)  # save_as names a place a hand-placed model file holds
+# 404: the model to fine-tune (or its version) does not exist; 409: save_as names a place a hand-placed
+# model file holds; 503: the queue cannot be reached (queue_unavailable, as for every route below)
+@documents_problems(400, 404, 409, 413, 415, 503)
 def submit_training(body, wait=None):
     """Queue a training job; ``Location`` points at it. ``?wait=S`` answers 200 once it finished within S s."""
     backend = get_job_backend()
@@ -123,6 +125,7 @@ def submit_training(body, wait=None):
 @blp.route("/jobs")
 @blp.arguments(JobListArgsSchema, location="query", as_kwargs=True)
 @blp.response(200, JobListSchema)
+@documents_problems(503)
 def list_jobs(page, per_page, status=None):
     """Jobs, newest first, a page at a time (without their per-epoch history); ``?status=`` keeps only
     the jobs with that status (or any of several), and ``total`` counts those."""
@@ -141,6 +144,7 @@ def list_jobs(page, per_page, status=None):
 @blp.route("/jobs/<job_id>")
 @blp.response(200, JobSchema)
 @blp.alt_problem(404, "No such job")
+@documents_problems(503)
 def show_job(job_id):
     """One job with its status, progress, per-epoch history, timings and error."""
     housekeeping_on_read()
@@ -152,6 +156,7 @@ def show_job(job_id):
 @blp.response(200, model_document_schema())
 @blp.alt_problem(404, "No such job")
 @blp.alt_problem(409, "The job has not succeeded (yet)")
+@documents_problems(503)
 def job_model(job_id):
     """The trained model document the job handed back (also registered when it had ``save_as``)."""
     housekeeping_on_read()  # so the 409 of a job whose consumer died says lost, not running
@@ -173,6 +178,7 @@ def job_model(job_id):
 @blp.alt_response(202, schema=JobSchema, description="Cancel requested: the running job stops after its epoch")
 @blp.alt_problem(404, "No such job")
 @blp.alt_problem(409, "The job already finished")
+@documents_problems(503)
 def cancel_job(job_id):
     """Cancel a job: a queued one at once, a running one at the end of its current epoch."""
     store = get_job_backend().store

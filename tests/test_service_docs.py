@@ -61,6 +61,12 @@ def test_writes_are_marked_as_needing_the_token(spec):
 def test_error_statuses_are_listed_per_operation(spec):
     assert {"400", "401", "404", "413", "415", "422"} <= set(spec["paths"]["/predict"]["post"]["responses"])
     assert {"400", "401", "413", "415", "422"} <= set(spec["paths"]["/models/{name}"]["put"]["responses"])
+    # POST /train answered a malformed, oversized or non-JSON body, an unknown model to fine-tune and a queue
+    # that cannot be reached with statuses its operation did not list, as /jobs' operations did the 503.
+    assert {"400", "404", "409", "413", "415", "422", "429", "503"} <= set(spec["paths"]["/train"]["post"]["responses"])
+    for path, method in [("/jobs", "get"), ("/jobs/{job_id}", "get"), ("/jobs/{job_id}", "delete"),
+                         ("/jobs/{job_id}/model", "get")]:
+        assert "503" in spec["paths"][path][method]["responses"], f"{method.upper()} {path}"
     unauthorized = spec["components"]["responses"]["UNAUTHORIZED"]
     assert unauthorized["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
 
