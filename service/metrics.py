@@ -164,10 +164,11 @@ def record_prediction(model: str, rows: int) -> None:
 
 class JobStatusCollector:
     """``minigrad_jobs{status}``: the jobs in the store now, read when scraped (so every consumer's jobs
-    count, on any machine), and ``minigrad_job_store_up``."""
+    count, on any machine), and ``minigrad_job_store_up``. ``reap`` runs first, as before any read of the
+    jobs, so a job whose consumer died is counted as lost, not running, with no consumer left to reap it."""
 
-    def __init__(self, store):
-        self.store = store
+    def __init__(self, store, reap=lambda: None):
+        self.store, self.reap = store, reap
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
@@ -176,6 +177,7 @@ class JobStatusCollector:
 
         up = GaugeMetricFamily("minigrad_job_store_up", "1 when the job store answered this scrape.")
         try:
+            self.reap()
             counts = self.store.count_by_status()
         except Exception:  # an unreachable store (Redis down) must not take the other metrics with it
             log.warning("metrics: the job store did not answer", exc_info=True)
@@ -194,7 +196,7 @@ def _exposition() -> bytes:
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from .jobs import get_job_backend
+    from .jobs import get_job_backend, housekeeping_on_read
 
     if os.environ.get(MULTIPROC_ENV):
         processes = CollectorRegistry()
@@ -202,7 +204,7 @@ def _exposition() -> bytes:
     else:  # one process (flask run, the test client): its own values
         processes = REGISTRY
     jobs = CollectorRegistry()
-    jobs.register(JobStatusCollector(get_job_backend().store))
+    jobs.register(JobStatusCollector(get_job_backend().store, reap=housekeeping_on_read))
     return generate_latest(processes) + generate_latest(jobs)
 
 

@@ -7,12 +7,15 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
 from jobs_support import WorkerProcess, job_env, redis_server, wait_for, xor_request
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.jobs import get_job_backend
+from service.jobs.store import RUNNING
 from service.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from service.startup import share_metrics_of_a_running_service
 from service.testing import GUNICORN_CONF, REPO_ROOT, GunicornServer, free_port
@@ -22,8 +25,12 @@ def samples(server) -> dict:
     """{(sample name, sorted labels): value} from one scrape."""
     response = requests.get(server.url + "/metrics", timeout=10)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
+    return parsed(response.text)
+
+
+def parsed(exposition: str) -> dict:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
+            for family in text_string_to_metric_families(exposition) for s in family.samples}
 
 
 def value(scrape: dict, name: str, **labels) -> float:
@@ -234,3 +241,14 @@ def test_a_metric_file_removed_during_a_scrape_is_a_503_problem_not_a_500(client
     response = client.get("/metrics")
     assert response.status_code == 503
     assert response.get_json()["type"] == "urn:minigrad:problem:metrics-unavailable"
+
+
+def test_a_job_whose_consumer_died_is_counted_as_lost_not_running(app, client):
+    # The scrape counted the store as it was: with every consumer dead (their reapers with them), the job
+    # stayed in minigrad_jobs{status="running"} for as long as nobody read the jobs, and an alert on lost
+    # jobs never fired.
+    job = client.post("/train", json=xor_request()).get_json()
+    with app.app_context():
+        get_job_backend().store.update(job["id"], status=RUNNING, heartbeat_at=time.time() - 3600, worker="gone:1")
+    scrape = parsed(client.get("/metrics").get_data(as_text=True))
+    assert value(scrape, "minigrad_jobs", status="lost") == 1 and value(scrape, "minigrad_jobs", status="running") == 0
