@@ -168,6 +168,7 @@ class JobStatusCollector:
     jobs, so a job whose consumer died is counted as lost, not running, with no consumer left to reap it."""
 
     def __init__(self, store, reap=lambda: None):
+        # ``store``: a callable giving the store, called inside the scrape's guard (opening it can fail too).
         self.store, self.reap = store, reap
 
     def collect(self):
@@ -178,7 +179,7 @@ class JobStatusCollector:
         up = GaugeMetricFamily("minigrad_job_store_up", "1 when the job store answered this scrape.")
         try:
             self.reap()
-            counts = self.store.count_by_status()
+            counts = self.store().count_by_status()
         except Exception:  # an unreachable store (Redis down) must not take the other metrics with it
             log.warning("metrics: the job store did not answer", exc_info=True)
             up.add_metric([], 0)
@@ -204,7 +205,7 @@ def _exposition() -> bytes:
     else:  # one process (flask run, the test client): its own values
         processes = REGISTRY
     jobs = CollectorRegistry()
-    jobs.register(JobStatusCollector(get_job_backend().store, reap=housekeeping_on_read))
+    jobs.register(JobStatusCollector(lambda: get_job_backend().store, reap=housekeeping_on_read))
     return generate_latest(processes) + generate_latest(jobs)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 
 from huey.constants import WORKER_TYPES
 
@@ -108,7 +109,10 @@ def main(argv=None) -> None:
         settings = JobSettings.from_env()
     except ConfigError as error:
         raise SystemExit(f"minigrad-worker: {error}") from None
-    backend = JobBackend(settings)
+    try:
+        backend = JobBackend(settings)
+    except sqlite3.OperationalError as error:  # the SQLite queue cannot be created or opened
+        raise SystemExit(f"minigrad-worker: the job queue cannot be opened: {error}") from None
     consumer = build_consumer(backend, args.workers, args.worker_type)
     # Huey installs its Ctrl-C/SIGTERM handlers only after it has logged "consumer started" and
     # started its workers; a signal in between would kill the process with a KeyboardInterrupt.

@@ -696,6 +696,28 @@ def test_an_unreachable_queue_is_a_503_to_retry(tmp_path):
         assert "cannot be reached" in response.get_json()["detail"]
 
 
+def test_a_data_directory_that_cannot_be_created_is_a_503_naming_it_not_a_500(tmp_path):
+    # A MINIGRAD_DATA_DIR under a file (or where the service's user may not write): the mkdir's OSError was a
+    # 500 on every job request, the dashboard's index (whose models must show with the queue down) and /metrics,
+    # and a traceback at the consumer's start.
+    (tmp_path / "a-file").write_text("")
+    data_dir = tmp_path / "a-file" / "var"
+    client = make_app(tmp_path, MINIGRAD_DATA_DIR=str(data_dir)).test_client()
+    for method, path in [("POST", "/train"), ("GET", "/jobs"), ("GET", "/jobs/abc"), ("DELETE", "/jobs/abc"),
+                         ("GET", "/ui/jobs/abc")]:
+        response = client.open(path, method=method, json=xor_request() if method == "POST" else None)
+        assert response.status_code == 503, (method, path)
+        assert "MINIGRAD_DATA_DIR" in response.get_json()["detail"] and response.headers["Retry-After"]
+    index = client.get("/")
+    assert index.status_code == 200 and "MINIGRAD_DATA_DIR" in index.get_data(as_text=True)
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and "minigrad_job_store_up 0.0" in metrics.get_data(as_text=True)
+    worker = subprocess.run([sys.executable, "-m", "service.worker"], env=job_env(tmp_path, MINIGRAD_DATA_DIR=data_dir),
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 1 and "Traceback" not in worker.stderr
+    assert worker.stderr.strip().startswith("minigrad-worker: the job queue cannot be opened: MINIGRAD_DATA_DIR")
+
+
 def test_a_job_whose_task_cannot_be_queued_leaves_no_record(app, client):
     # The record was written, then the queue refused the task: the client got a 503 to retry, yet a
     # queued job nothing would run stayed in GET /jobs (and held an active-jobs slot) until reaped as lost.

@@ -8,6 +8,7 @@ submit and read jobs; the consumer (``service.worker``) uses one to run them.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -51,7 +52,13 @@ class JobBackend:
             self.huey = RedisHuey(settings.queue_name, url=settings.redis_url)
             self.store = RedisJobStore(self.huey.storage.conn, settings.queue_name)
         else:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                # As SQLite's own "unable to open database file": the queue cannot be reached (a 503 to retry,
+                # the dashboard without its jobs), here saying which setting to fix.
+                raise sqlite3.OperationalError(f"MINIGRAD_DATA_DIR {str(settings.data_dir)!r}: cannot create the "
+                                               f"directory: {error.strerror or error}") from error
             self.huey = SqliteHuey(settings.queue_name, filename=str(settings.sqlite_path))
             self.store = SqliteJobStore(settings.sqlite_path)
         self.train_task = self.huey.task(name=TRAIN_TASK)(self._run_train_task)
