@@ -749,6 +749,22 @@ def test_a_bad_job_setting_stops_the_service_and_the_worker_at_start_naming_it(t
     assert "Traceback" not in worker.stderr
 
 
+@pytest.mark.parametrize("url, words", [
+    ("localhost:6379", "must specify one of the following schemes"),  # no scheme, a usual slip
+    ("redis://:s3cret@127.0.0.1:notaport/0", "could not be cast to integer"),
+])
+def test_a_malformed_redis_url_stops_the_service_and_the_worker_at_start(tmp_path, url, words):
+    # It was read as any string: every job request was then a 500 (and the dashboard's index), the worker a
+    # traceback. The URL is not echoed, as it may hold a password.
+    with pytest.raises(ConfigError, match=f"MINIGRAD_REDIS_URL: expected a Redis URL.*{words}") as refused:
+        make_app(tmp_path, MINIGRAD_REDIS_URL=url)
+    assert "s3cret" not in str(refused.value)
+    worker = subprocess.run([sys.executable, "-m", "service.worker"], env=job_env(tmp_path, MINIGRAD_REDIS_URL=url),
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 1 and worker.stderr.strip().startswith("minigrad-worker: MINIGRAD_REDIS_URL: expected")
+    assert "Traceback" not in worker.stderr and "s3cret" not in worker.stderr
+
+
 def test_submitting_and_cancelling_need_the_token_when_one_is_set(tmp_path):
     client = make_app(tmp_path, MINIGRAD_API_TOKEN=TOKEN).test_client()
     assert client.post("/train", json=xor_request()).status_code == 401

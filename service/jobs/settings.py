@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from redis.connection import parse_url
+
 from ..config import ConfigError
 
 
@@ -86,10 +88,17 @@ class JobSettings:
         heartbeat_interval = get("MINIGRAD_HEARTBEAT_INTERVAL", cls.heartbeat_interval, float, above=0)
         # A timeout no longer than the interval would call a job lost between two of its heartbeats.
         heartbeat_timeout = get("MINIGRAD_HEARTBEAT_TIMEOUT", cls.heartbeat_timeout, float, above=heartbeat_interval)
+        redis_url = get("MINIGRAD_REDIS_URL", None, str)
+        if redis_url is not None:
+            try:
+                parse_url(redis_url)  # as RedisHuey will: a malformed URL was a 500 on every job request
+            except ValueError as error:  # the URL is not echoed: it may hold a password
+                raise ConfigError(f"MINIGRAD_REDIS_URL: expected a Redis URL (redis://host:port/db, rediss://... "
+                                  f"or unix://...): {error}") from None
         return cls(
             data_dir=Path(get("MINIGRAD_DATA_DIR", cls.data_dir, str)),
             model_dir=Path(get("MINIGRAD_MODEL_DIR", cls.model_dir, str)),
-            redis_url=get("MINIGRAD_REDIS_URL", None, str),
+            redis_url=redis_url,
             queue_name=get("MINIGRAD_QUEUE_NAME", cls.queue_name, str),
             poll_interval=get("MINIGRAD_POLL_INTERVAL", cls.poll_interval, float, above=0),
             heartbeat_interval=heartbeat_interval,
