@@ -339,8 +339,8 @@ def _check_output_directory(output: str):
 def train(model_or_architecture, data, output, loss, optimizer, alpha, momentum, epochs, batch_size, seed):
     """Train a model on DATA and write the result to --output.
 
-    MODEL_OR_ARCHITECTURE is a model document (training continues from its weights) or an architecture: a
-    JSON list of layer specs without weights, e.g.
+    MODEL_OR_ARCHITECTURE is a file: a model document (training continues from its weights) or an
+    architecture, a JSON list of layer specs without weights, e.g.
     [{"type": "Linear", "in_features": 2, "out_features": 3}, {"type": "Tanh"},
     {"type": "Linear", "in_features": 3, "out_features": 1}, {"type": "Sigmoid"}]
     (or {"layers": [...], "dtype": "float32"}).
