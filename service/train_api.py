@@ -85,6 +85,9 @@ def _wait_until_finished(job_id: str, seconds: float) -> dict:
             record = store.get(job_id)
     finally:
         backend.waiting_requests.leave()
+    if record is not None and record["status"] in ACTIVE:
+        housekeeping_on_read()  # its consumer may have died during the wait: say lost, as GET /jobs/<id> would
+        record = store.get(job_id)
     # Gone while waiting: finished and purged at once (MINIGRAD_JOB_RETENTION_SECONDS=0), or deleted.
     return record if record is not None else _job_or_404(job_id)
 

@@ -792,6 +792,22 @@ def test_a_job_purged_during_a_wait_is_a_404_not_a_500(tmp_path):
     assert response.status_code == 404 and response.get_json()["type"] == "urn:minigrad:problem:job-not-found"
 
 
+def test_a_wait_that_outlived_the_jobs_consumer_answers_lost_not_running(tmp_path):
+    # With MINIGRAD_MAX_WAIT_SECONDS above the heartbeat timeout, a consumer killed during the wait left the
+    # answer at 202 "running" while GET /jobs/<id> said lost.
+    app = make_app(tmp_path, MINIGRAD_HEARTBEAT_TIMEOUT=5)
+    backend = backend_of(app)
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(app.test_client().post("/train?wait=0.5",
+                                                                                      json=xor_request())))
+    waiting.start()
+    wait_for(lambda: backend.waiting_requests.count == 1, 5, what="the request to wait")
+    (job,) = backend.store.page(0, 1)[0]
+    backend.store.update(job["id"], status=RUNNING, heartbeat_at=time.time() - 6, worker="gone:123")
+    waiting.join()
+    assert answers[0].status_code == 200 and answers[0].get_json()["status"] == "lost"
+
+
 def test_waits_beyond_the_per_worker_limit_answer_at_once(tmp_path):
     # No consumer runs, so every job stays queued and a waiting request waits its whole ?wait=.
     app = make_app(tmp_path, MINIGRAD_MAX_WAITING_REQUESTS=1)
