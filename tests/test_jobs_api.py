@@ -775,20 +775,27 @@ def test_submitting_and_cancelling_need_the_token_when_one_is_set(tmp_path):
     assert client.delete(f"/jobs/{job['id']}", headers=auth).status_code == 200
 
 
-def test_a_job_purged_during_a_wait_is_a_404_not_a_500(tmp_path):
-    # With MINIGRAD_JOB_RETENTION_SECONDS=0 a consumer's reaper purges a job the moment it finished: a
-    # POST /train?wait= polling it then read None and answered a 500 (TypeError).
-    app = make_app(tmp_path, MINIGRAD_JOB_RETENTION_SECONDS=0)
+def answer_after_a_change_during_the_wait(app, wait, change):
+    """The answer to ``POST /train?wait=`` when ``change(store, job_id)`` happens while it waits."""
     backend = backend_of(app)
     answers = []
-    waiting = threading.Thread(target=lambda: answers.append(app.test_client().post("/train?wait=10",
+    waiting = threading.Thread(target=lambda: answers.append(app.test_client().post(f"/train?wait={wait}",
                                                                                       json=xor_request())))
     waiting.start()
     wait_for(lambda: backend.waiting_requests.count == 1, 5, what="the request to wait")
     (job,) = backend.store.page(0, 1)[0]
-    backend.store.delete(job["id"])  # what purge_expired_jobs does to it
+    change(backend.store, job["id"])
     waiting.join()
     (response,) = answers
+    return response
+
+
+def test_a_job_purged_during_a_wait_is_a_404_not_a_500(tmp_path):
+    # With MINIGRAD_JOB_RETENTION_SECONDS=0 a consumer's reaper purges a job the moment it finished: a
+    # POST /train?wait= polling it then read None and answered a 500 (TypeError).
+    app = make_app(tmp_path, MINIGRAD_JOB_RETENTION_SECONDS=0)
+    # store.delete is what purge_expired_jobs does to it
+    response = answer_after_a_change_during_the_wait(app, 10, lambda store, job_id: store.delete(job_id))
     assert response.status_code == 404 and response.get_json()["type"] == "urn:minigrad:problem:job-not-found"
 
 
@@ -796,16 +803,12 @@ def test_a_wait_that_outlived_the_jobs_consumer_answers_lost_not_running(tmp_pat
     # With MINIGRAD_MAX_WAIT_SECONDS above the heartbeat timeout, a consumer killed during the wait left the
     # answer at 202 "running" while GET /jobs/<id> said lost.
     app = make_app(tmp_path, MINIGRAD_HEARTBEAT_TIMEOUT=5)
-    backend = backend_of(app)
-    answers = []
-    waiting = threading.Thread(target=lambda: answers.append(app.test_client().post("/train?wait=0.5",
-                                                                                      json=xor_request())))
-    waiting.start()
-    wait_for(lambda: backend.waiting_requests.count == 1, 5, what="the request to wait")
-    (job,) = backend.store.page(0, 1)[0]
-    backend.store.update(job["id"], status=RUNNING, heartbeat_at=time.time() - 6, worker="gone:123")
-    waiting.join()
-    assert answers[0].status_code == 200 and answers[0].get_json()["status"] == "lost"
+
+    def consumer_dies(store, job_id):
+        store.update(job_id, status=RUNNING, heartbeat_at=time.time() - 6, worker="gone:123")
+
+    response = answer_after_a_change_during_the_wait(app, 0.5, consumer_dies)
+    assert response.status_code == 200 and response.get_json()["status"] == "lost"
 
 
 def test_waits_beyond_the_per_worker_limit_answer_at_once(tmp_path):
