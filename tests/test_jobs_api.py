@@ -652,6 +652,10 @@ LIMITS = [
      "validation", "at most 4 samples"),
     ("MINIGRAD_TRAIN_MAX_VALUES", 8, xor_request(validation={"inputs": XOR_INPUTS + [[0, 0]], "targets": XOR_TARGETS
                                                              + [[0]]}), "validation", "at most 8 values"),
+    # Each epoch runs the validation rows too: 100 epochs of 4 + 4 rows are 800 sample-epochs, not 400.
+    ("MINIGRAD_TRAIN_MAX_SAMPLE_EPOCHS", 799, xor_request(epochs=100, validation={"inputs": XOR_INPUTS,
+                                                                                  "targets": XOR_TARGETS}),
+     "epochs", "at most 799 sample-epochs"),
 ]
 
 

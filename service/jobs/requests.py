@@ -166,7 +166,8 @@ def _check_sizes(inputs: np.ndarray, path: str, limits: JobLimits) -> None:
 def _check_epochs(samples: int, epochs: int, limits: JobLimits) -> None:
     _check_limits(
         ("epochs", epochs, limits.max_epochs, "epochs", "MAX_EPOCHS"),
-        ("epochs", epochs * samples, limits.max_sample_epochs, "sample-epochs (epochs x rows)", "MAX_SAMPLE_EPOCHS"),
+        ("epochs", epochs * samples, limits.max_sample_epochs, "sample-epochs (epochs x rows, validation's too)",
+         "MAX_SAMPLE_EPOCHS"),
     )
 
 
@@ -195,11 +196,12 @@ def prepare_training(body: dict, limits: JobLimits, registry) -> tuple[dict, dic
     loss = body["loss"]
     inputs, targets = _pair(body["data"], "data", n_inputs, n_outputs, loss, dtype)
     _check_sizes(inputs, "data", limits)
-    _check_epochs(len(inputs), body["epochs"], limits)
     validation = None
     if "validation" in body:
         validation = _pair(body["validation"], "validation", n_inputs, n_outputs, loss, dtype)
         _check_sizes(validation[0], "validation", limits)
+    # Every epoch also runs the validation rows through the model: they count towards the compute budget.
+    _check_epochs(len(inputs) + (0 if validation is None else len(validation[0])), body["epochs"], limits)
     # The count the job will hold out (at least one row): rounding alone let a split of one row through.
     if body.get("validation_split") and held_out_count(len(inputs), body["validation_split"]) >= len(inputs):
         raise TrainingRequestError("validation_split", f"leaves no training rows out of {len(inputs)}")
