@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from jobs_support import redis_server, wait_for
@@ -11,7 +14,18 @@ from jobs_support import redis_server, wait_for
 from service.jobs.backend import JobBackend
 from service.jobs.reaper import ReaperThread, purge_expired_jobs, reap_orphaned_jobs, reap_stale_jobs
 from service.jobs.settings import JobSettings
-from service.jobs.store import CANCELLED, FAILED, LOST, QUEUED, RUNNING, STATUSES, SUCCEEDED, RedisJobStore, new_record
+from service.jobs.store import (
+    CANCELLED,
+    FAILED,
+    LOST,
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    RedisJobStore,
+    SqliteJobStore,
+    new_record,
+)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -248,3 +262,30 @@ def test_queued_jobs_are_not_judged_while_a_task_cannot_be_read_back(backend):
     for later in (0, 31, 62):
         assert reap_orphaned_jobs(backend, 30.0, now=start + later) == []
     assert {backend.store.get(job)["status"] for job in (first, second)} == {QUEUED}
+
+
+def test_a_queue_lists_and_reaps_only_its_own_jobs(backend):
+    # SQLite: every MINIGRAD_QUEUE_NAME shares the one file, and the job table was not told apart by queue: a
+    # consumer of one queue listed the other's jobs and, finding their tasks missing from its own queue,
+    # reaped the other's queued jobs as lost (Redis keeps each queue's keys apart).
+    other = JobBackend(replace(backend.settings, queue_name="other"))
+    mine = backend.submit({"epochs": 1}, {"spec": {}}, 1)["id"]
+    theirs = other.submit({"epochs": 1}, {"spec": {}}, 1)["id"]
+    assert backend.store.page(0, 10) == ([backend.store.get(mine)], 1) and backend.store.get(theirs) is None
+    assert backend.store.queued_ids() == [mine] and backend.store.count_by_status() == {QUEUED: 1}
+    start = time.time()
+    for later in (0, 31):
+        assert reap_orphaned_jobs(backend, 30.0, now=start + later) == []
+    assert other.store.get(theirs)["status"] == QUEUED
+
+
+def test_the_jobs_of_an_earlier_versions_file_are_the_default_queues(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(SqliteJobStore._ddl[0])  # the table as it was, without a queue column
+    record = new_record("old", {"epochs": 1}, 1, now=1.0)
+    old.execute("insert into minigrad_job (id, created_at, status, record) values (?, ?, ?, ?)",
+                ("old", 1.0, QUEUED, json.dumps(record)))
+    old.commit()
+    old.close()
+    assert SqliteJobStore(path).get("old") == record and SqliteJobStore(path, "other").get("old") is None

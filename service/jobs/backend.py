@@ -60,7 +60,7 @@ class JobBackend:
                 raise sqlite3.OperationalError(f"MINIGRAD_DATA_DIR {str(settings.data_dir)!r}: cannot create the "
                                                f"directory: {error.strerror or error}") from error
             self.huey = SqliteHuey(settings.queue_name, filename=str(settings.sqlite_path))
-            self.store = SqliteJobStore(settings.sqlite_path)
+            self.store = SqliteJobStore(settings.sqlite_path, settings.queue_name)
         self.train_task = self.huey.task(name=TRAIN_TASK)(self._run_train_task)
         self.huey.post_execute(name="minigrad.mark_succeeded")(self._mark_succeeded)
         self.huey.signal(huey_signals.SIGNAL_INTERRUPTED)(self._requeue_interrupted)

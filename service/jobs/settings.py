@@ -14,6 +14,7 @@ from pathlib import Path
 from redis.connection import parse_url
 
 from ..config import ConfigError
+from .store import DEFAULT_QUEUE
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class JobSettings:
     data_dir: Path = Path("var")
     model_dir: Path = Path("models")
     redis_url: str | None = None
-    queue_name: str = "minigrad"
+    queue_name: str = DEFAULT_QUEUE
     # The consumer polls SQLite this often when idle; Redis wakes it at once (blocking pop).
     poll_interval: float = 0.1
     # A running job renews its heartbeat at least this often...

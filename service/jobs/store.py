@@ -21,6 +21,7 @@ import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 
+DEFAULT_QUEUE = "minigrad"  # MINIGRAD_QUEUE_NAME's default
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = "queued", "running", "succeeded", "failed", "cancelled", "lost"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST)
 ACTIVE = frozenset({QUEUED, RUNNING})
@@ -102,13 +103,19 @@ class SqliteJobStore(JobStore):
         " job_id text not null, epoch integer not null, record text not null, primary key (job_id, epoch))",
     )
 
-    def __init__(self, filename):
+    def __init__(self, filename, queue: str = DEFAULT_QUEUE):
         self.filename = str(filename)
+        # The jobs of this queue only: every MINIGRAD_QUEUE_NAME shares the one file, as Huey's tasks do,
+        # and a consumer of one queue must neither list nor reap (as orphans) the jobs of another.
+        self.queue = queue
         # One connection per thread and process: sqlite3 connections must not cross a fork.
         self._local = threading.local()
         with self._transaction() as db:
             for statement in self._ddl:
                 db.execute(statement)
+            if "queue" not in {column[1] for column in db.execute("pragma table_info(minigrad_job)")}:
+                # A file of an earlier version, whose jobs were all listed together: they go to the default queue.
+                db.execute(f"alter table minigrad_job add column queue text not null default '{DEFAULT_QUEUE}'")
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -144,24 +151,26 @@ class SqliteJobStore(JobStore):
     def create(self, record, max_active):
         with self._transaction() as db:
             (active,) = db.execute(
-                "select count(*) from minigrad_job where status in (?, ?)", (QUEUED, RUNNING)
+                "select count(*) from minigrad_job where queue = ? and status in (?, ?)", (self.queue, QUEUED, RUNNING)
             ).fetchone()
             if active >= max_active:
                 return False
             db.execute(
-                "insert into minigrad_job (created_at, status, heartbeat_at, finished_at, record, id)"
-                " values (?, ?, ?, ?, ?, ?)",
-                self._row(record),
+                "insert into minigrad_job (created_at, status, heartbeat_at, finished_at, record, id, queue)"
+                " values (?, ?, ?, ?, ?, ?, ?)",
+                (*self._row(record), self.queue),
             )
         return True
 
     def get(self, job_id):
-        row = self._connection().execute("select record from minigrad_job where id = ?", (job_id,)).fetchone()
+        query = "select record from minigrad_job where id = ? and queue = ?"
+        row = self._connection().execute(query, (job_id, self.queue)).fetchone()
         return json.loads(row[0]) if row else None
 
     def update(self, job_id, expect=None, **changes):
         with self._transaction() as db:
-            row = db.execute("select record from minigrad_job where id = ?", (job_id,)).fetchone()
+            query = "select record from minigrad_job where id = ? and queue = ?"
+            row = db.execute(query, (job_id, self.queue)).fetchone()
             record = _merge(json.loads(row[0]) if row else None, expect, changes)
             if record is not None:
                 db.execute(
@@ -172,10 +181,10 @@ class SqliteJobStore(JobStore):
         return record
 
     def page(self, offset, limit, statuses=None):
-        where, chosen = "", ()
+        where, chosen = " where queue = ?", (self.queue,)
         if statuses is not None:
-            chosen = tuple(statuses)
-            where = f" where status in ({', '.join('?' * len(chosen))})"  # placeholders only: values are bound
+            chosen += tuple(statuses)
+            where += f" and status in ({', '.join('?' * len(statuses))})"  # placeholders only: values are bound
         db = self._connection()
         rows = db.execute(
             f"select record from minigrad_job{where} order by created_at desc, id desc limit ? offset ?",
@@ -185,23 +194,24 @@ class SqliteJobStore(JobStore):
         return [json.loads(r) for (r,) in rows], total
 
     def count_active(self):
-        query = "select count(*) from minigrad_job where status in (?, ?)"
-        return self._connection().execute(query, (QUEUED, RUNNING)).fetchone()[0]
+        query = "select count(*) from minigrad_job where queue = ? and status in (?, ?)"
+        return self._connection().execute(query, (self.queue, QUEUED, RUNNING)).fetchone()[0]
 
     def count_by_status(self):
-        query = "select status, count(*) from minigrad_job group by status"
-        return dict(self._connection().execute(query).fetchall())
+        query = "select status, count(*) from minigrad_job where queue = ? group by status"
+        return dict(self._connection().execute(query, (self.queue,)).fetchall())
 
     def running_with_heartbeat_before(self, cutoff):
-        query = "select id from minigrad_job where status = ? and heartbeat_at < ?"
-        return [i for (i,) in self._connection().execute(query, (RUNNING, cutoff))]
+        query = "select id from minigrad_job where queue = ? and status = ? and heartbeat_at < ?"
+        return [i for (i,) in self._connection().execute(query, (self.queue, RUNNING, cutoff))]
 
     def finished_before(self, cutoff):
-        query = "select id from minigrad_job where finished_at is not null and finished_at < ?"
-        return [i for (i,) in self._connection().execute(query, (cutoff,))]
+        query = "select id from minigrad_job where queue = ? and finished_at is not null and finished_at < ?"
+        return [i for (i,) in self._connection().execute(query, (self.queue, cutoff))]
 
     def queued_ids(self):
-        return [i for (i,) in self._connection().execute("select id from minigrad_job where status = ?", (QUEUED,))]
+        query = "select id from minigrad_job where queue = ? and status = ?"
+        return [i for (i,) in self._connection().execute(query, (self.queue, QUEUED))]
 
     def append_history(self, job_id, records):
         with self._transaction() as db:
