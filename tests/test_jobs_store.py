@@ -185,6 +185,14 @@ def test_reaper_marks_only_stale_running_jobs_lost(store):
     assert reap_stale_jobs(store, timeout=30, now=200.0) == []  # already lost: nothing to do twice
 
 
+def test_a_stale_job_whose_cancel_was_requested_is_reaped_as_cancelled(store):
+    # Its consumer died before the next epoch looked at the cancel: it was called lost, "Submit the job again".
+    add(store, "stopping", 1.0, status=RUNNING, heartbeat_at=100.0, worker="host:1", cancel_requested=True)
+    assert reap_stale_jobs(store, timeout=30, now=200.0) == ["stopping"]
+    cancelled = store.get("stopping")
+    assert cancelled["status"] == CANCELLED and cancelled["finished_at"] == 200.0 and cancelled["error"] is None
+
+
 def test_retention_deletes_old_finished_jobs_with_their_model(backend):
     store = backend.store
     add(store, "old", 1.0, status=SUCCEEDED, finished_at=10.0)

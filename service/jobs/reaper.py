@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 
-from .store import LOST, QUEUED, RUNNING
+from .store import CANCELLED, LOST, QUEUED, RUNNING
 
 logger = logging.getLogger("minigrad.jobs")
 
@@ -47,8 +47,11 @@ def reap_stale_jobs(store, timeout: float, now: float | None = None) -> list[str
         def unchanged(record, seen=seen):
             return record["status"] == RUNNING and record["heartbeat_at"] == seen["heartbeat_at"]
 
-        if store.update(job_id, expect=unchanged, status=LOST, error=reason, finished_at=now) is not None:
-            logger.warning("job %s lost: %s", job_id, reason)
+        # A job whose cancel was requested has stopped as its client asked: cancelled, not lost with advice to
+        # submit it again (nor counted among the lost jobs a dead consumer leaves).
+        ending = {"status": CANCELLED} if seen["cancel_requested"] else {"status": LOST, "error": reason}
+        if store.update(job_id, expect=unchanged, finished_at=now, **ending) is not None:
+            logger.warning("job %s %s: %s", job_id, ending["status"], reason)
             reaped.append(job_id)
     return reaped
 
