@@ -297,3 +297,19 @@ def test_the_jobs_of_an_earlier_versions_file_are_the_default_queues(tmp_path):
     old.commit()
     old.close()
     assert SqliteJobStore(path).get("old") == record and SqliteJobStore(path, "other").get("old") is None
+
+
+def test_every_sqlite_query_of_a_queue_searches_an_index_by_queue(tmp_path):
+    # The queues share the file: a query whose index does not lead with the queue (or a table scan) reads the
+    # rows of every queue; fb95e1a's queries kept the indexes of one queue, and a page scanned them all.
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3", "mine")
+    statements = []
+    store._connection().set_trace_callback(statements.append)
+    store.page(0, 10), store.page(0, 10, [LOST]), store.page(0, 10, [FAILED, LOST])
+    store.count_active(), store.count_by_status(), store.queued_ids()
+    store.running_with_heartbeat_before(1.0), store.finished_before(1.0)
+    selects = [s for s in statements if s.startswith("select") and "from minigrad_job " in s]
+    assert len(selects) == 11  # the three pages and their counts, and one query each
+    for select in selects:
+        plan = [row[3] for row in store._connection().execute(f"explain query plan {select}")]
+        assert plan[0].startswith("SEARCH minigrad_job USING ") and "(queue=?" in plan[0], (select, plan)
