@@ -753,20 +753,24 @@ def test_a_bad_job_setting_stops_the_service_and_the_worker_at_start_naming_it(t
     assert "Traceback" not in worker.stderr
 
 
-@pytest.mark.parametrize("url, words", [
-    ("localhost:6379", "must specify one of the following schemes"),  # no scheme, a usual slip
-    ("redis://:s3cret@127.0.0.1:notaport/0", "could not be cast to integer"),
+@pytest.mark.parametrize("url, secret", [
+    ("localhost:6379", "localhost"),  # no scheme, a usual slip
+    ("redis://:s3cret@127.0.0.1:notaport/0", "notaport"),
+    # urllib reads the netloc up to the first / ? or #, so the "port" it could not read, and quoted in its
+    # message, was the start of the password (21aaf63 echoed the parser's message)
+    ("redis://:s3c/ret@127.0.0.1:6379/0", "s3c"),
+    ("redis://:s3c?ret@127.0.0.1:6379/0", "s3c"),
 ])
-def test_a_malformed_redis_url_stops_the_service_and_the_worker_at_start(tmp_path, url, words):
+def test_a_malformed_redis_url_stops_the_service_and_the_worker_at_start(tmp_path, url, secret):
     # It was read as any string: every job request was then a 500 (and the dashboard's index), the worker a
-    # traceback. The URL is not echoed, as it may hold a password.
-    with pytest.raises(ConfigError, match=f"MINIGRAD_REDIS_URL: expected a Redis URL.*{words}") as refused:
+    # traceback. No part of the URL is echoed, as it may hold a password.
+    with pytest.raises(ConfigError, match="MINIGRAD_REDIS_URL: expected a Redis URL.*port that is a number") as refused:
         make_app(tmp_path, MINIGRAD_REDIS_URL=url)
-    assert "s3cret" not in str(refused.value)
+    assert secret not in str(refused.value)
     worker = subprocess.run([sys.executable, "-m", "service.worker"], env=job_env(tmp_path, MINIGRAD_REDIS_URL=url),
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert worker.returncode == 1 and worker.stderr.strip().startswith("minigrad-worker: MINIGRAD_REDIS_URL: expected")
-    assert "Traceback" not in worker.stderr and "s3cret" not in worker.stderr
+    assert "Traceback" not in worker.stderr and secret not in worker.stderr
 
 
 def test_submitting_and_cancelling_need_the_token_when_one_is_set(tmp_path):

@@ -93,9 +93,13 @@ class JobSettings:
         if redis_url is not None:
             try:
                 parse_url(redis_url)  # as RedisHuey will: a malformed URL was a 500 on every job request
-            except ValueError as error:  # the URL is not echoed: it may hold a password
-                raise ConfigError(f"MINIGRAD_REDIS_URL: expected a Redis URL (redis://host:port/db, rediss://... "
-                                  f"or unix://...): {error}") from None
+            except ValueError:
+                # Neither the URL nor the parser's message is echoed: both may hold a password (urllib quotes the
+                # "port" it could not read, which is the start of a password holding an unencoded / ? or #).
+                raise ConfigError("MINIGRAD_REDIS_URL: expected a Redis URL, redis://[:password@]host[:port][/db], "
+                                  "rediss://... or unix://path, with a port that is a number and any / ? # [ ] in "
+                                  "the password percent-encoded (the value is not shown: it may hold a password)"
+                                  ) from None
         return cls(
             data_dir=Path(get("MINIGRAD_DATA_DIR", cls.data_dir, str)),
             model_dir=Path(get("MINIGRAD_MODEL_DIR", cls.model_dir, str)),
