@@ -191,10 +191,15 @@ def cancel_job(job_id):
                           finished_at=time.time())
     if record is not None:
         return job_view(record, store.history(job_id))
-    record = store.update(job_id, expect=ACTIVE, cancel_requested=True)
+    record = store.update(job_id, expect=lambda r: r["status"] in ACTIVE and not r.get("handing_back"),
+                          cancel_requested=True)
     if record is not None:
         return job_view(record, store.history(job_id)), 202
     record = _job_or_404(job_id)
+    if record["status"] in ACTIVE:  # handing back: it has trained, and may have registered its model already
+        abort_problem(409, "Job already finished", f"Job {job_id} has finished training and is handing back its "
+                      "model (registering it, with save_as): too late to cancel.",
+                      type="urn:minigrad:problem:job-finished", status_of_job=record["status"])
     abort_problem(409, "Job already finished", f"Job {job_id} is {record['status']}; only a queued or running "
                   "job can be cancelled.", type="urn:minigrad:problem:job-finished", status_of_job=record["status"])
 

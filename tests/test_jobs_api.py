@@ -353,6 +353,24 @@ def test_a_running_job_with_a_cancel_requested_is_cancelled_by_a_consumer_shutdo
     assert backend.huey.pending_count() == 0 and backend.store.count_active() == 0
 
 
+def test_a_job_handing_back_its_model_cannot_be_cancelled_and_a_shutdown_puts_it_back(app, client):
+    # Once trained, the run registers its model (save_as): a cancel accepted then (a 202) ended the job cancelled
+    # at a consumer's shutdown (9d4ee85) or by the reaper (4da5665) with its model registered all the same.
+    # The run marks the job handing back in the compare-and-set that checks for a cancel; a cancel is a 409 after.
+    backend = backend_of(app)
+    job = client.post("/train", json=xor_request()).get_json()
+    task = backend.huey.dequeue()
+    backend.store.update(job["id"], status=RUNNING, started_at=time.time(), heartbeat_at=time.time(),
+                         handing_back=True)
+    refused = client.delete(f"/jobs/{job['id']}")
+    assert refused.status_code == 409 and "too late to cancel" in refused.get_json()["detail"]
+    assert backend.store.get(job["id"])["cancel_requested"] is False
+    # Put back, so the next run finds the model its interrupted run may have registered (_registered_earlier).
+    backend.huey._emit(huey_signals.SIGNAL_INTERRUPTED, task)
+    assert client.get(f"/jobs/{job['id']}").get_json()["status"] == "queued" and backend.huey.pending_count() == 1
+    assert backend.store.get(job["id"])["handing_back"] is False
+
+
 def test_a_job_stopped_between_dequeue_and_claim_goes_back_to_the_queue(app, client):
     # SIGTERM after a consumer took the task but before it claimed the job: only running jobs were put
     # back, so this one stayed queued with no task, to be reaped as lost a heartbeat timeout later.

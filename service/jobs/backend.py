@@ -138,7 +138,7 @@ class JobBackend:
                              status=CANCELLED, finished_at=time.time()) is not None:
             return
         reset = {"status": QUEUED, "started_at": None, "heartbeat_at": None, "worker": None, "epoch": 0,
-                 "attempt": None, "result": None}
+                 "attempt": None, "result": None, "handing_back": False}
 
         # Also a job still queued: its task was taken from the queue but the stop came before the claim,
         # and without a task in the queue it would only wait to be reaped as lost.

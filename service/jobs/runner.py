@@ -203,10 +203,12 @@ def _hand_back(backend, job_id, attempt, payload, model, history):
     result = {"final_loss": history[-1]["loss"], "epochs_run": len(history), "registered": None}
     save_as = payload.get("save_as")
     mine = owned_by(attempt)
-    current = backend.store.get(job_id)
-    if current is None or not mine(current):  # put back in the queue (or reaped) meanwhile: not ours to register
-        return None
-    if current["cancel_requested"]:  # cancelled after its last epoch (the client got a 202): register nothing
+    # The cancel check and the mark that ends cancelling are one compare-and-set: a cancel lands before it
+    # (nothing is registered) or is refused (a 409). A cancel accepted later would end the job cancelled,
+    # by a consumer's shutdown or the reaper, with its model registered all the same.
+    if backend.store.update(job_id, expect=lambda r: mine(r) and not r["cancel_requested"], handing_back=True) is None:
+        # Cancelled after its last epoch (the client got a 202): register nothing. Or put back in the queue
+        # (or reaped) meanwhile, and then not ours to register: the update below expects it ours.
         backend.store.update(job_id, expect=mine, status=CANCELLED, finished_at=time.time())
         return None
     if save_as:

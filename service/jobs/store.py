@@ -446,6 +446,8 @@ def new_record(job_id: str, request: dict, epochs: int, now: float | None = None
         "epoch": 0,
         "epochs": epochs,
         "cancel_requested": False,
+        # Set once the run has trained and hands its model back (registers it): a cancel is too late then.
+        "handing_back": False,
         "request": request,
         "error": None,
         "result": None,
