@@ -313,3 +313,5 @@ def test_every_sqlite_query_of_a_queue_searches_an_index_by_queue(tmp_path):
     for select in selects:
         plan = [row[3] for row in store._connection().execute(f"explain query plan {select}")]
         assert plan[0].startswith("SEARCH minigrad_job USING ") and "(queue=?" in plan[0], (select, plan)
+        # A page of some statuses reads their jobs only (it was a walk of the queue's every job with two or more).
+        assert " status in (" not in select or "(queue=? AND status=?)" in plan[0], (select, plan)
