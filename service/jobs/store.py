@@ -161,10 +161,7 @@ class SqliteJobStore(JobStore):
 
     def create(self, record, max_active):
         with self._transaction() as db:
-            (active,) = db.execute(
-                "select count(*) from minigrad_job where queue = ? and status in (?, ?)", (self.queue, QUEUED, RUNNING)
-            ).fetchone()
-            if active >= max_active:
+            if self._count_active(db) >= max_active:
                 return False
             db.execute(
                 "insert into minigrad_job (created_at, status, heartbeat_at, finished_at, record, id, queue)"
@@ -174,15 +171,16 @@ class SqliteJobStore(JobStore):
         return True
 
     def get(self, job_id):
-        query = "select record from minigrad_job where id = ? and queue = ?"
-        row = self._connection().execute(query, (job_id, self.queue)).fetchone()
+        return self._stored(self._connection(), job_id)
+
+    def _stored(self, db, job_id) -> dict | None:
+        """The record of ``job_id`` in this queue, or None."""
+        row = db.execute("select record from minigrad_job where id = ? and queue = ?", (job_id, self.queue)).fetchone()
         return json.loads(row[0]) if row else None
 
     def update(self, job_id, expect=None, **changes):
         with self._transaction() as db:
-            query = "select record from minigrad_job where id = ? and queue = ?"
-            row = db.execute(query, (job_id, self.queue)).fetchone()
-            record = _merge(json.loads(row[0]) if row else None, expect, changes)
+            record = _merge(self._stored(db, job_id), expect, changes)
             if record is not None:
                 db.execute(
                     "update minigrad_job set created_at = ?, status = ?, heartbeat_at = ?, finished_at = ?,"
@@ -208,8 +206,11 @@ class SqliteJobStore(JobStore):
         return [json.loads(r) for (r,) in rows], total
 
     def count_active(self):
+        return self._count_active(self._connection())
+
+    def _count_active(self, db) -> int:
         query = "select count(*) from minigrad_job where queue = ? and status in (?, ?)"
-        return self._connection().execute(query, (self.queue, QUEUED, RUNNING)).fetchone()[0]
+        return db.execute(query, (self.queue, QUEUED, RUNNING)).fetchone()[0]
 
     def count_by_status(self):
         query = "select status, count(*) from minigrad_job where queue = ? group by status"
