@@ -167,7 +167,7 @@ class JobStatusCollector:
     count, on any machine), and ``minigrad_job_store_up``. ``reap`` runs first, as before any read of the
     jobs, so a job whose consumer died is counted as lost, not running, with no consumer left to reap it."""
 
-    def __init__(self, store, reap=lambda: None):
+    def __init__(self, store, reap):
         # ``store``: a callable giving the store, called inside the scrape's guard (opening it can fail too).
         self.store, self.reap = store, reap
 
